@@ -1,0 +1,7 @@
+"""Developer machine and the quick start: debug on, SQLite unless DATABASE_URL says otherwise."""
+
+from config import env
+
+from .base import *  # noqa: F403
+
+DEBUG = env.get_bool("DJANGO_DEBUG", True)

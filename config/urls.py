@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+admin.site.site_header = "DSPy Toolkit"
+admin.site.site_title = "DSPy Toolkit"
+admin.site.index_title = "Operations console"
+
+api_v1 = [
+    path("", include("registry.urls")),
+    path("", include("providers.urls")),
+    path("", include("executions.urls")),
+    path("", include("monitoring.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("", include("monitoring.health_urls")),
+    path("", include("django_prometheus.urls")),
+]

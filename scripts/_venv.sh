@@ -1,0 +1,36 @@
+# Sourced by start.sh and test.sh: creates .venv with Python 3.11 and installs the project
+# (with the given extras) only when pyproject.toml changed since the last install.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+find_python() {
+  for candidate in "${PYTHON:-}" python3.11 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)'; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  echo "Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)" >&2
+  return 1
+}
+
+ensure_venv() {
+  local extras="$1"
+  if [ ! -x .venv/bin/python ]; then
+    echo "==> Creating the virtual environment in .venv"
+    "$(find_python)" -m venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+  fi
+  local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  # A dev install also satisfies a plain one; either is redone when pyproject.toml changes.
+  if [ -f "$stamp" ] && { [ -z "$extras" ] || grep -qx "$extras" "$stamp"; }; then
+    return 0
+  fi
+  echo "==> Installing dependencies into .venv"
+  .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
+  rm -f .venv/.installed-*
+  echo "${extras}" >"$stamp"
+}
