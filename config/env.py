@@ -40,6 +40,11 @@ def get_int(name: str, default: int) -> int:
     return default if value is None else int(value)
 
 
+def get_float(name: str, default: float) -> float:
+    value = get(name)
+    return default if value is None else float(value)
+
+
 def get_list(name: str, default: list[str] | None = None) -> list[str]:
     value = get(name)
     if value is None:

@@ -103,9 +103,17 @@ STORAGES = {
 LOGIN_URL = "admin:login"
 
 REST_FRAMEWORK = {
+    # API keys for clients; browser sessions for staff users (the interactive docs, the admin).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        "executions.authentication.APIKeyAuthentication",
+        "executions.authentication.StaffSessionAuthentication",
     ],
+    # Limits per API key (or per staff user) across every process, kept in the shared cache.
+    "DEFAULT_THROTTLE_CLASSES": ["executions.throttling.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "api_key": env.get("API_KEY_RATE_LIMIT", "600/min"),
+        "user": env.get("API_USER_RATE_LIMIT", "1200/min"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -172,3 +180,19 @@ LOGGING = {
         "LiteLLM": {"level": "WARNING"},
     },
 }
+
+# Executions (read at call time through django.conf.settings).
+EXECUTIONS_MAX_BODY_BYTES = env.get_int("EXECUTIONS_MAX_BODY_BYTES", 256 * 1024)
+EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S = env.get_float("EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S", 30.0)
+EXECUTIONS_MAX_TIMEOUT_S = env.get_float("EXECUTIONS_MAX_TIMEOUT_S", 300.0)
+EXECUTIONS_BATCH_MAX_ITEMS = env.get_int("EXECUTIONS_BATCH_MAX_ITEMS", 32)
+EXECUTIONS_MAX_TOKENS_LIMIT = env.get_int("EXECUTIONS_MAX_TOKENS_LIMIT", 4096)
+# A running execution's worker writes a heartbeat this often; the reaper treats a row whose
+# heartbeat is older than the stale threshold as abandoned (the worker died).
+EXECUTIONS_HEARTBEAT_S = env.get_float("EXECUTIONS_HEARTBEAT_S", 5.0)
+EXECUTIONS_STALE_AFTER_S = env.get_float("EXECUTIONS_STALE_AFTER_S", 60.0)
+EXECUTIONS_MAX_RUN_ATTEMPTS = env.get_int("EXECUTIONS_MAX_RUN_ATTEMPTS", 2)
+EXECUTIONS_REAPER_EVERY_MINUTES = env.get_int("EXECUTIONS_REAPER_EVERY_MINUTES", 1)
+# How many queued executions of one local model a single inference worker runs at once, so
+# that they reach the runtime's batched generation together.
+EXECUTIONS_LOCAL_CONCURRENCY = env.get_int("EXECUTIONS_LOCAL_CONCURRENCY", 8)
