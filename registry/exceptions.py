@@ -1,0 +1,75 @@
+"""Errors the registry raises to its callers (the API, the admin, commands, other apps).
+
+Each carries a stable machine-readable ``code`` and a human message in ``str(exc)``.
+"""
+
+
+class RegistryError(Exception):
+    code = "registry_error"
+
+
+class SignatureNotFound(RegistryError):
+    code = "signature_not_found"
+
+
+class VersionNotFound(RegistryError):
+    code = "version_not_found"
+
+
+class AliasNotFound(RegistryError):
+    code = "alias_not_found"
+
+
+class ImmutableVersionError(RegistryError):
+    """A saved signature version was about to be changed or deleted."""
+
+    code = "immutable_version"
+
+
+class AliasConflict(RegistryError):
+    """An alias move named the version it expected to move from, and the alias had moved on."""
+
+    code = "alias_conflict"
+
+
+class SignatureAlreadyExists(RegistryError):
+    code = "signature_exists"
+
+
+class InvalidSpec(RegistryError):
+    """A signature or version spec failed validation.
+
+    ``errors`` maps each offending field to its messages, nested the way DRF nests serializer
+    errors: ``{"input_fields": [{}, {"name": ["..."]}], "module_kind": ["..."]}``.
+    """
+
+    code = "invalid_spec"
+
+    def __init__(self, errors: dict, message: str = "The signature spec is invalid."):
+        super().__init__(message)
+        self.errors = errors
+
+
+class InputValidationError(RegistryError):
+    """An execute request's inputs do not match the version's input fields.
+
+    ``errors`` maps a field name (or ``non_field_errors``) to a list of
+    ``{"code": "missing" | "unknown_field" | "wrong_type" | "invalid_choice", "message": ...}``.
+    """
+
+    code = "invalid_inputs"
+
+    def __init__(self, errors: dict[str, list[dict[str, str]]]):
+        fields = ", ".join(sorted(errors))
+        super().__init__(f"The inputs do not match the signature's input fields ({fields}).")
+        self.errors = errors
+
+
+class ImportFileError(RegistryError):
+    """An import file is unreadable, malformed, or conflicts with the registry."""
+
+    code = "invalid_import"
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
