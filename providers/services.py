@@ -26,6 +26,9 @@ from providers.selectors import DEFAULT_PROVIDER_NAME
 # the compact adapter.
 COMPACT_ADAPTER_MAX_WEIGHTS_BYTES = 2 * 1024**3
 
+# Path segments of the API that a provider name would shadow (/api/v1/providers/<name>/).
+RESERVED_NAMES = frozenset({"hardware"})
+
 PROVIDER_FIELDS = (
     "name",
     "kind",
@@ -63,6 +66,8 @@ def provider_config_errors(*, provider: Provider) -> dict[str, list[str]]:
     def add(field: str, message: str) -> None:
         errors.setdefault(field, []).append(message)
 
+    if provider.name in RESERVED_NAMES:
+        add("name", f"{provider.name!r} is reserved by the API; choose another name.")
     if provider.kind not in Provider.Kind.values:
         add(
             "kind",

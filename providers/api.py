@@ -1,0 +1,148 @@
+"""REST API of provider configurations and the hardware report (mounted under /api/v1/).
+
+The API key of an `openai` provider never appears: only the name of its environment variable
+and whether that variable is set in the server's environment.
+"""
+
+import os
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from drf_spectacular.utils import OpenApiTypes, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from providers import selectors, services
+from providers.models import Provider
+
+
+class ProviderSerializer(serializers.ModelSerializer):
+    fallbacks = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Names of the providers to try, in order, when this one fails.",
+    )
+    api_key_configured = serializers.SerializerMethodField(
+        help_text="Whether the environment variable named by api_key_env is set on the server."
+    )
+
+    class Meta:
+        model = Provider
+        fields = [
+            "name",
+            "kind",
+            "model",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "hardware_optimization",
+            "timeout_s",
+            "base_url",
+            "api_key_env",
+            "api_key_configured",
+            "engine_path",
+            "adapter",
+            "enabled",
+            "fallbacks",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def get_api_key_configured(self, provider: Provider) -> bool:
+        return bool(provider.api_key_env) and bool(os.environ.get(provider.api_key_env))
+
+    def to_representation(self, provider: Provider) -> dict[str, Any]:
+        data = super().to_representation(provider)
+        data["fallbacks"] = [
+            fallback.name for fallback in selectors.provider_fallbacks(provider=provider)
+        ]
+        return data
+
+    def validate_fallbacks(self, names: list[str]) -> list[Provider]:
+        found = {provider.name: provider for provider in Provider.objects.filter(name__in=names)}
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise serializers.ValidationError(f"Unknown providers: {', '.join(missing)}.")
+        return [found[name] for name in names]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The same checks as the model's clean() and the services, as field-level errors.
+        candidate = Provider()
+        if self.instance is not None:
+            candidate = Provider(
+                pk=self.instance.pk,
+                **{field: getattr(self.instance, field) for field in services.PROVIDER_FIELDS},
+            )
+        for field, value in attrs.items():
+            if field != "fallbacks":
+                setattr(candidate, field, value)
+        errors = services.provider_config_errors(provider=candidate)
+        if "fallbacks" in attrs:
+            fallback_errors = services.provider_fallback_errors(
+                provider=candidate, fallbacks=attrs["fallbacks"]
+            )
+            if fallback_errors:
+                errors["fallbacks"] = fallback_errors
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> Provider:
+        try:
+            return services.provider_create(**validated_data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from exc
+
+    def update(self, provider: Provider, validated_data: dict[str, Any]) -> Provider:
+        fallbacks = validated_data.pop("fallbacks", None)
+        try:
+            return services.provider_update(
+                provider=provider, data=validated_data, fallbacks=fallbacks
+            )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from exc
+
+
+class ProviderPermissions(DjangoModelPermissions):
+    """Reading needs an authenticated client; writing needs the model permission."""
+
+
+class ProviderListCreateApi(generics.ListCreateAPIView):
+    serializer_class = ProviderSerializer
+    permission_classes = [IsAuthenticated, ProviderPermissions]
+    queryset = Provider.objects.order_by("name")
+
+    def perform_create(self, serializer: ProviderSerializer) -> None:
+        with transaction.atomic():
+            serializer.save()
+
+
+class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
+    serializer_class = ProviderSerializer
+    permission_classes = [IsAuthenticated, ProviderPermissions]
+    queryset = Provider.objects.all()
+    lookup_field = "name"
+
+    def perform_update(self, serializer: ProviderSerializer) -> None:
+        with transaction.atomic():
+            serializer.save()
+
+    def perform_destroy(self, provider: Provider) -> None:
+        services.provider_delete(provider=provider)
+
+
+class HardwareApi(APIView):
+    """The machine and MLX backend this server runs local models on."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="providers_hardware")
+    def get(self, request: Request) -> Response:
+        from providers.hardware import hardware_report
+
+        return Response(hardware_report())

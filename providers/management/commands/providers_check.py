@@ -1,0 +1,39 @@
+import dspy
+from django.core.management.base import BaseCommand, CommandError
+from dspy.utils.exceptions import AdapterParseError
+
+from providers.exceptions import ProviderNotFound
+from providers.selectors import provider_get
+from providers.services import provider_execute
+
+
+class Command(BaseCommand):
+    help = "Run one short question through a provider and print the answer, tokens and time."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("name", help="The provider's name.")
+        parser.add_argument(
+            "--question",
+            default="What is the capital of France?",
+            help="The question to ask (default: %(default)s).",
+        )
+
+    def handle(self, *args, name: str, question: str, **options) -> None:
+        try:
+            provider = provider_get(name=name)
+        except ProviderNotFound as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            result = provider_execute(
+                provider=provider,
+                program=dspy.Predict("question -> answer"),
+                inputs={"question": question},
+            )
+        except (dspy.LMError, AdapterParseError) as exc:
+            raise CommandError(f"Provider {name!r} failed: {type(exc).__name__}: {exc}") from exc
+        self.stdout.write(f"answer: {result.outputs['answer']}")
+        self.stdout.write(
+            f"tokens: {result.input_tokens} in, {result.output_tokens} out; "
+            f"{result.duration_s:.2f} s; optimisations: "
+            f"{', '.join(result.applied_optimizations) or 'none'}"
+        )

@@ -1,0 +1,22 @@
+from django.core.management.base import BaseCommand
+
+from providers.selectors import provider_fallbacks, provider_list
+
+
+class Command(BaseCommand):
+    help = "List the configured providers with their kind, model, state and fallbacks."
+
+    def handle(self, *args, **options) -> None:
+        providers = list(provider_list())
+        if not providers:
+            self.stdout.write(
+                "No provider is configured. Run `manage.py providers_install_default_model`."
+            )
+            return
+        for provider in providers:
+            fallbacks = ", ".join(item.name for item in provider_fallbacks(provider=provider))
+            state = "enabled" if provider.enabled else "disabled"
+            self.stdout.write(
+                f"{provider.name}  {provider.kind}  {provider.model}  {state}"
+                f"  fallbacks: {fallbacks or '-'}"
+            )
