@@ -5,6 +5,7 @@ that holds it, read at call time.
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -22,6 +23,20 @@ ENV_VAR_NAME_VALIDATOR = RegexValidator(
     "Enter the NAME of an environment variable (letters, digits, '_'), not its value.",
     code="invalid_env_var_name",
 )
+
+
+def validate_base_url(value: str) -> None:
+    """An http(s) URL with a host; single-label hosts (`http://mlx-server:8080/v1`) are fine."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(
+            "Enter an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/v1.",
+            code="invalid_base_url",
+        )
 
 
 class Provider(models.Model):
@@ -61,8 +76,11 @@ class Provider(models.Model):
     timeout_s = models.FloatField(
         default=60.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600.0)]
     )
-    base_url = models.URLField(
-        max_length=500, blank=True, help_text="openai: the endpoint, e.g. http://host:8080/v1"
+    base_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_base_url],
+        help_text="openai: the endpoint, e.g. http://host:8080/v1",
     )
     api_key_env = models.CharField(
         max_length=100,
