@@ -1,0 +1,401 @@
+"""The process-wide MLX model cache and the per-model generation scheduler.
+
+MLX must not be driven from several threads at once, yet a worker serves several executions
+at a time. So each loaded model gets one scheduler thread that owns every MLX call for it:
+it loads the model, and it runs mlx-lm's continuous-batching `BatchGenerator`, admitting
+requests as they arrive and stepping all of them together. Callers (any thread) tokenize
+their prompt, queue a request and wait for its result.
+
+Batching pays on the CPU because decoding one token is bound by per-operation overhead, not
+arithmetic: eight sequences step in little more time than one (see BENCHMARKS.md).
+"""
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Imported for its side effect first: a fast BLAS must be in the process before MLX.
+import providers.mlx  # noqa: F401  isort: skip
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx_lm
+from mlx_lm.generate import BatchGenerator
+from mlx_lm.sample_utils import make_sampler
+from mlx_lm.utils import dequantize_model
+
+from providers.hardware import DEQUANTIZED, cpu_optimizations, mlx_backend
+
+# Requests stepped together at most. Eight covers the worker's concurrency; larger batches
+# add latency to every member for little extra throughput on two cores.
+DEFAULT_MAX_BATCH_SIZE = 8
+MAX_BATCH_SIZE_ENV = "DSPY_TOOLKIT_MLX_MAX_BATCH"
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+
+# Held around every MLX call of every scheduler: models loaded side by side in one process
+# take turns instead of driving MLX from two threads.
+_MLX_LOCK = threading.Lock()
+
+
+class GenerationError(RuntimeError):
+    """Generation failed inside MLX; the message says why."""
+
+
+class ModelLoadError(GenerationError):
+    """The model directory could not be loaded."""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    peak_memory_mb: float
+    finish_reason: str
+    applied_optimizations: tuple[str, ...]
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class LoadedModelInfo:
+    path: str
+    optimize: bool
+    applied_optimizations: tuple[str, ...]
+    load_duration_s: float
+    requests_served: int
+    largest_batch: int
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt: list[int]
+    max_tokens: int
+    sampler: Callable[[mx.array], mx.array]
+    stop: tuple[str, ...]
+    submitted: float = field(default_factory=time.perf_counter)
+    tokens: list[int] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    result: GenerationResult | None = None
+    error: BaseException | None = None
+
+
+_STOP = object()
+
+
+def _max_batch_size() -> int:
+    return max(1, int(os.environ.get(MAX_BATCH_SIZE_ENV, DEFAULT_MAX_BATCH_SIZE)))
+
+
+def _float32_bytes(model: nn.Module) -> int:
+    """Size of the model's weights once every parameter is float32."""
+    total = 0
+    for _name, module in model.named_modules():
+        bits = getattr(module, "bits", None)
+        for name, array in module.parameters().items():
+            if not isinstance(array, mx.array):
+                continue
+            if bits and name == "weight":
+                total += array.size * 32 // bits * 4
+            elif not (bits and name in ("scales", "biases")):
+                total += array.size * 4
+    return total
+
+
+def _is_quantized(model: nn.Module) -> bool:
+    return any(hasattr(module, "bits") for _name, module in model.named_modules())
+
+
+def _load(path: str, *, optimize: bool) -> tuple[nn.Module, Any, tuple[str, ...]]:
+    model, tokenizer = mlx_lm.load(path)
+    applied: list[str] = []
+    if optimize and mlx_backend() == "cpu":
+        planned = cpu_optimizations(dequantized_bytes=_float32_bytes(model))
+        # MLX's quantized CPU kernels are generic loops; float32 weights go through the
+        # BLAS instead, several times faster with a fast one and no slower without.
+        if DEQUANTIZED in planned and _is_quantized(model):
+            model = dequantize_model(model)
+            model.set_dtype(mx.float32)
+            applied.append(DEQUANTIZED)
+        applied.extend(name for name in planned if name != DEQUANTIZED)
+    mx.eval(model.parameters())
+    return model, tokenizer, tuple(applied)
+
+
+class _ModelScheduler(threading.Thread):
+    """Owns one loaded model and every MLX call made with it."""
+
+    def __init__(self, *, path: str, optimize: bool) -> None:
+        super().__init__(name=f"mlx-scheduler:{Path(path).name}", daemon=True)
+        self.path = path
+        self.optimize = optimize
+        self.loaded = threading.Event()
+        self.load_error: BaseException | None = None
+        self.tokenizer: Any = None
+        # transformers' fast tokenizers are not safe to call from two threads at once
+        # ("Already borrowed"): callers encode and this thread decodes.
+        self.tokenizer_lock = threading.Lock()
+        self.applied: tuple[str, ...] = ()
+        self.load_duration_s = 0.0
+        self.requests_served = 0
+        self.largest_batch = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._samplers: dict[tuple[float, float], Callable[[mx.array], mx.array]] = {}
+        self._samplers_lock = threading.Lock()
+
+    # Called from any thread.
+
+    def sampler(self, *, temperature: float, top_p: float) -> Callable[[mx.array], mx.array]:
+        # One object per setting: BatchGenerator samples a whole batch in one call when its
+        # members share the sampler object, and row by row otherwise.
+        key = (temperature, top_p if 0.0 < top_p < 1.0 else 0.0)
+        with self._samplers_lock:
+            if key not in self._samplers:
+                self._samplers[key] = make_sampler(temp=key[0], top_p=key[1])
+            return self._samplers[key]
+
+    def submit(self, request: _Request) -> GenerationResult:
+        self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+
+    # The scheduler thread.
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        try:
+            with _MLX_LOCK:
+                self.model, self.tokenizer, self.applied = _load(self.path, optimize=self.optimize)
+        except Exception as exc:
+            self.load_error = ModelLoadError(f"cannot load the model at {self.path}: {exc}")
+            self.load_error.__cause__ = exc
+            self.loaded.set()
+            return
+        self.load_duration_s = time.perf_counter() - started
+        self.loaded.set()
+        self._serve()
+
+    def _new_generator(self) -> BatchGenerator:
+        size = _max_batch_size()
+        return BatchGenerator(
+            self.model,
+            stop_tokens=[[token] for token in self.tokenizer.eos_token_ids],
+            completion_batch_size=size,
+            prefill_batch_size=size,
+        )
+
+    def _serve(self) -> None:
+        generator: BatchGenerator | None = None
+        active: dict[int, _Request] = {}
+        waiting: deque[_Request] = deque()
+        stopping = False
+        while True:
+            if not active and not waiting:
+                if stopping:
+                    return
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                waiting.append(item)
+                # A new busy period: peak memory is reported per period, which bounds the
+                # peak of every request that ran in it.
+                mx.reset_peak_memory()
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                else:
+                    waiting.append(item)
+            try:
+                if generator is None:
+                    generator = self._new_generator()
+                admit = min(len(waiting), _max_batch_size() - len(active))
+                if admit > 0:
+                    admitted = [waiting.popleft() for _ in range(admit)]
+                    uids = generator.insert(
+                        [request.prompt for request in admitted],
+                        max_tokens=[request.max_tokens for request in admitted],
+                        samplers=[request.sampler for request in admitted],
+                    )
+                    active.update(zip(uids, admitted, strict=True))
+                    self.largest_batch = max(self.largest_batch, len(active))
+                with _MLX_LOCK:
+                    _prompt_responses, responses = generator.next()
+                for response in responses:
+                    request = active[response.uid]
+                    if not self._advance(request, response.token, response.finish_reason):
+                        continue
+                    del active[response.uid]
+                    if response.finish_reason is None:
+                        # Ended by a stop sequence: the generator still holds it.
+                        generator.remove([response.uid])
+            except Exception as exc:
+                error = GenerationError(f"generation failed: {exc}")
+                error.__cause__ = exc
+                for request in active.values():
+                    request.error = error
+                    request.done.set()
+                active.clear()
+                generator = None
+            if not active and not waiting and generator is not None:
+                generator.close()
+                generator = None
+
+    def _advance(self, request: _Request, token: int, finish_reason: str | None) -> bool:
+        """Take one generated token; finish the request and return True when it is done."""
+        if finish_reason != FINISH_STOP:
+            # The generator reports an end-of-sequence token with "stop"; it is not text.
+            request.tokens.append(token)
+        with self.tokenizer_lock:
+            text = self.tokenizer.decode(request.tokens)
+        cut = min((index for stop in request.stop if (index := text.find(stop)) >= 0), default=None)
+        if cut is not None:
+            text, finish_reason = text[:cut], FINISH_STOP
+        elif finish_reason is None:
+            return False
+        request.result = GenerationResult(
+            text=text,
+            prompt_tokens=len(request.prompt),
+            completion_tokens=len(request.tokens),
+            peak_memory_mb=mx.get_peak_memory() / 1e6,
+            finish_reason=finish_reason,
+            applied_optimizations=self.applied,
+            duration_s=time.perf_counter() - request.submitted,
+        )
+        self.requests_served += 1
+        request.done.set()
+        return True
+
+
+_cache: dict[tuple[str, bool], _ModelScheduler] = {}
+_cache_lock = threading.Lock()
+
+
+def _scheduler(model_path: str, *, optimize: bool) -> _ModelScheduler:
+    """The scheduler of a loaded model, loading it on first use (one load per key)."""
+    path = Path(model_path).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"no model directory at {model_path} (config.json missing)")
+    key = (str(path), optimize)
+    with _cache_lock:
+        scheduler = _cache.get(key)
+        if scheduler is None:
+            scheduler = _cache[key] = _ModelScheduler(path=key[0], optimize=optimize)
+            scheduler.start()
+    scheduler.loaded.wait()
+    if scheduler.load_error is not None:
+        with _cache_lock:
+            if _cache.get(key) is scheduler:
+                del _cache[key]
+        raise scheduler.load_error
+    return scheduler
+
+
+def _prompt(tokenizer: Any, messages: list[dict[str, str]], assistant_prefix: str) -> list[int]:
+    if not messages:
+        raise ValueError("messages must not be empty")
+    if tokenizer.chat_template is None:
+        raise GenerationError("the model has no chat template")
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # The template already wrote any special tokens, BOS included.
+    return tokenizer.encode(text + assistant_prefix, add_special_tokens=False)
+
+
+def load_model(*, model_path: str, optimize: bool = True) -> LoadedModelInfo:
+    """Load a model into the cache now (it is otherwise loaded by its first `generate`)."""
+    scheduler = _scheduler(model_path, optimize=optimize)
+    return _info(scheduler)
+
+
+def generate(
+    *,
+    model_path: str,
+    messages: list[dict[str, str]],
+    assistant_prefix: str = "",
+    max_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: list[str] | None = None,
+    optimize: bool = True,
+) -> GenerationResult:
+    """Generate the assistant's reply to `messages` with the model at `model_path`.
+
+    The prompt is the model's chat template with the generation prompt, followed by
+    `assistant_prefix`; the result's text excludes that prefix and ends before the first
+    stop sequence. Safe to call from many threads: concurrent calls for one model are
+    batched by its scheduler.
+    """
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    if temperature < 0:
+        raise ValueError("temperature must not be negative")
+    stops = tuple(sequence for sequence in stop or () if sequence)
+    scheduler = _scheduler(model_path, optimize=optimize)
+    with scheduler.tokenizer_lock:
+        prompt = _prompt(scheduler.tokenizer, messages, assistant_prefix)
+    request = _Request(
+        prompt=prompt,
+        max_tokens=max_tokens,
+        sampler=scheduler.sampler(temperature=temperature, top_p=top_p),
+        stop=stops,
+    )
+    return scheduler.submit(request)
+
+
+def _info(scheduler: _ModelScheduler) -> LoadedModelInfo:
+    return LoadedModelInfo(
+        path=scheduler.path,
+        optimize=scheduler.optimize,
+        applied_optimizations=scheduler.applied,
+        load_duration_s=scheduler.load_duration_s,
+        requests_served=scheduler.requests_served,
+        largest_batch=scheduler.largest_batch,
+    )
+
+
+def loaded_models() -> list[LoadedModelInfo]:
+    """The models this process holds, with what was applied at load and what they served."""
+    with _cache_lock:
+        schedulers = list(_cache.values())
+    return [_info(scheduler) for scheduler in schedulers if scheduler.loaded.is_set()]
+
+
+def _unload(schedulers: list[_ModelScheduler]) -> None:
+    # Requests already queued are served before a scheduler stops.
+    for scheduler in schedulers:
+        scheduler.stop()
+    for scheduler in schedulers:
+        scheduler.join()
+    mx.clear_cache()
+
+
+def unload_model(*, model_path: str) -> None:
+    """Drop a model (with and without optimisations) from the cache."""
+    path = str(Path(model_path).expanduser().resolve())
+    with _cache_lock:
+        schedulers = [_cache.pop(key) for key in list(_cache) if key[0] == path]
+    _unload(schedulers)
+
+
+def unload_all() -> None:
+    """Drop every loaded model (tests, benchmarks)."""
+    with _cache_lock:
+        schedulers = list(_cache.values())
+        _cache.clear()
+    _unload(schedulers)
