@@ -1,0 +1,260 @@
+"""Services of the per-provider circuit breakers, whose state lives in the database.
+
+Semantics follow resilience4j: a count-based sliding window of the last N calls while closed;
+once at least `minimum_calls` are recorded, a failure rate or slow-call rate at or above its
+threshold opens the breaker; after `open_duration_s` the next caller moves it to half-open,
+where exactly `half_open_permitted_calls` trial calls are admitted; once all of them report,
+their rates decide between closing and opening again. Every read-modify-write happens under
+the breaker's row lock (`select_for_update`), so web and worker processes agree on one state
+and half-open never admits more trial calls than configured.
+
+Time comes from a `now` callable so tests drive transitions without sleeping.
+"""
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import dspy
+from django.db import transaction
+from django.utils import timezone
+
+from executions.models import BreakerEvent, CircuitBreaker
+from providers.models import Provider
+
+Clock = Callable[[], datetime]
+
+SUCCESS, SLOW_SUCCESS, FAILURE, SLOW_FAILURE = "s", "S", "f", "F"
+
+# Failures that say something about the provider's health. Everything else (invalid input,
+# authentication, an over-long prompt, a misconfiguration) would fail on any healthy provider
+# too, so it neither opens the breaker nor triggers a fallback.
+_COUNTED_ERRORS: tuple[type[BaseException], ...] = (
+    dspy.LMTransportError,
+    dspy.LMTimeoutError,
+    dspy.LMServerError,
+    dspy.LMRateLimitError,
+    dspy.AdapterParseError,
+    TimeoutError,
+    ConnectionError,
+)
+_NOT_COUNTED_ERRORS: tuple[type[BaseException], ...] = (
+    dspy.LMAuthError,
+    dspy.ContextWindowExceededError,
+)
+
+
+def breaker_counts_failure(error: BaseException) -> bool:
+    """Whether a provider call that raised `error` counts as a failure of that provider."""
+    if isinstance(error, _NOT_COUNTED_ERRORS):
+        return False
+    if isinstance(error, _COUNTED_ERRORS):
+        return True
+    # Any other provider response with an HTTP status: 5xx is the provider's fault, 408 and
+    # 429 are load; the remaining 4xx are the request's.
+    status = getattr(error, "status", None)
+    if isinstance(error, dspy.LMError) and isinstance(status, int):
+        return status >= 500 or status in (408, 429)
+    return False
+
+
+def breaker_get_or_create(*, provider: Provider) -> CircuitBreaker:
+    """The provider's breaker, created closed with the default configuration on first use."""
+    breaker, _ = CircuitBreaker.objects.get_or_create(provider=provider)
+    return breaker
+
+
+def _locked(provider: Provider) -> CircuitBreaker:
+    breaker_get_or_create(provider=provider)
+    return CircuitBreaker.objects.select_for_update().get(provider=provider)
+
+
+def _transition(breaker: CircuitBreaker, *, to: str, reason: str, now: datetime) -> None:
+    BreakerEvent.objects.create(
+        breaker=breaker, from_state=breaker.state, to_state=to, reason=reason[:500], at=now
+    )
+    breaker.state = to
+    breaker.forced = False
+    breaker.state_changed_at = now
+    # Each state starts with fresh metrics, as in resilience4j.
+    breaker.window = []
+    breaker.half_open_permits_issued = 0
+    breaker.half_open_outcomes = []
+
+
+_STATE_FIELDS = [
+    "state",
+    "forced",
+    "state_changed_at",
+    "window",
+    "half_open_permits_issued",
+    "half_open_outcomes",
+    "updated_at",
+]
+
+
+def _rates(outcomes: list[str]) -> tuple[float, float]:
+    total = len(outcomes)
+    failures = sum(1 for outcome in outcomes if outcome in (FAILURE, SLOW_FAILURE))
+    slow = sum(1 for outcome in outcomes if outcome in (SLOW_SUCCESS, SLOW_FAILURE))
+    return 100.0 * failures / total, 100.0 * slow / total
+
+
+def _trip_reason(breaker: CircuitBreaker, outcomes: list[str]) -> str | None:
+    failure_rate, slow_rate = _rates(outcomes)
+    if failure_rate >= breaker.failure_rate_threshold:
+        return (
+            f"failure rate {failure_rate:.0f}% over the last {len(outcomes)} calls reached the "
+            f"threshold of {breaker.failure_rate_threshold:g}%"
+        )
+    if slow_rate >= breaker.slow_call_rate_threshold:
+        return (
+            f"slow-call rate {slow_rate:.0f}% (calls of {breaker.slow_call_duration_s:g}s or "
+            f"more) over the last {len(outcomes)} calls reached the threshold of "
+            f"{breaker.slow_call_rate_threshold:g}%"
+        )
+    return None
+
+
+def _expire_states(breaker: CircuitBreaker, *, now: datetime) -> None:
+    """Apply the transitions that only the passing of time causes."""
+    if (
+        breaker.state == CircuitBreaker.State.OPEN
+        and not breaker.forced
+        and now >= breaker.state_changed_at + timedelta(seconds=breaker.open_duration_s)
+    ):
+        _transition(
+            breaker,
+            to=CircuitBreaker.State.HALF_OPEN,
+            reason=f"open for {breaker.open_duration_s:g}s: admitting trial calls",
+            now=now,
+        )
+    elif (
+        breaker.state == CircuitBreaker.State.HALF_OPEN
+        and breaker.half_open_permits_issued >= breaker.half_open_permitted_calls
+        and now >= breaker.state_changed_at + timedelta(seconds=breaker.half_open_max_wait_s)
+    ):
+        _transition(
+            breaker,
+            to=CircuitBreaker.State.OPEN,
+            reason=(
+                f"trial calls did not all report back within {breaker.half_open_max_wait_s:g}s"
+            ),
+            now=now,
+        )
+
+
+@transaction.atomic
+def breaker_acquire_permission(*, provider: Provider, now: Clock = timezone.now) -> bool:
+    """Ask to call the provider: True admits the call (and, half-open, takes a trial permit).
+
+    Every admitted call must be reported with `breaker_record_success`,
+    `breaker_record_failure` or `breaker_release_permission`.
+    """
+    breaker = _locked(provider)
+    moment = now()
+    previous_state = breaker.state
+    _expire_states(breaker, now=moment)
+    permitted = False
+    if breaker.state == CircuitBreaker.State.CLOSED:
+        permitted = True
+    elif (
+        breaker.state == CircuitBreaker.State.HALF_OPEN
+        and breaker.half_open_permits_issued < breaker.half_open_permitted_calls
+    ):
+        breaker.half_open_permits_issued += 1
+        permitted = True
+    if breaker.state != previous_state or breaker.state == CircuitBreaker.State.HALF_OPEN:
+        breaker.save(update_fields=_STATE_FIELDS)
+    return permitted
+
+
+def _record(provider: Provider, *, failed: bool, duration_s: float, now: Clock) -> None:
+    breaker = _locked(provider)
+    moment = now()
+    slow = duration_s >= breaker.slow_call_duration_s
+    outcome = (SLOW_FAILURE if slow else FAILURE) if failed else (SLOW_SUCCESS if slow else SUCCESS)
+    if breaker.state == CircuitBreaker.State.CLOSED:
+        breaker.window = [*breaker.window, outcome][-breaker.sliding_window_size :]
+        if len(breaker.window) >= breaker.minimum_calls:
+            reason = _trip_reason(breaker, breaker.window)
+            if reason:
+                _transition(breaker, to=CircuitBreaker.State.OPEN, reason=reason, now=moment)
+    elif breaker.state == CircuitBreaker.State.HALF_OPEN:
+        breaker.half_open_outcomes = [*breaker.half_open_outcomes, outcome]
+        if len(breaker.half_open_outcomes) >= breaker.half_open_permitted_calls:
+            reason = _trip_reason(breaker, breaker.half_open_outcomes)
+            if reason:
+                _transition(
+                    breaker,
+                    to=CircuitBreaker.State.OPEN,
+                    reason=f"trial calls: {reason}",
+                    now=moment,
+                )
+            else:
+                _transition(
+                    breaker,
+                    to=CircuitBreaker.State.CLOSED,
+                    reason=(
+                        f"{len(breaker.half_open_outcomes)} trial calls stayed under the thresholds"
+                    ),
+                    now=moment,
+                )
+    else:
+        # A call admitted before the breaker opened finished late: open ignores outcomes.
+        return
+    breaker.save(update_fields=_STATE_FIELDS)
+
+
+@transaction.atomic
+def breaker_record_success(
+    *, provider: Provider, duration_s: float, now: Clock = timezone.now
+) -> None:
+    """Report an admitted call that succeeded (slow if it took `slow_call_duration_s` or more)."""
+    _record(provider, failed=False, duration_s=duration_s, now=now)
+
+
+@transaction.atomic
+def breaker_record_failure(
+    *, provider: Provider, duration_s: float, now: Clock = timezone.now
+) -> None:
+    """Report an admitted call that failed with an error `breaker_counts_failure` counts."""
+    _record(provider, failed=True, duration_s=duration_s, now=now)
+
+
+@transaction.atomic
+def breaker_release_permission(*, provider: Provider, now: Clock = timezone.now) -> None:
+    """Report an admitted call whose outcome says nothing about the provider (not counted).
+
+    Half-open, it hands the trial permit back so that another call can take it.
+    """
+    breaker = _locked(provider)
+    if breaker.state == CircuitBreaker.State.HALF_OPEN and breaker.half_open_permits_issued > len(
+        breaker.half_open_outcomes
+    ):
+        breaker.half_open_permits_issued -= 1
+        breaker.save(update_fields=_STATE_FIELDS)
+
+
+@transaction.atomic
+def breaker_force_open(
+    *, provider: Provider, reason: str = "forced open by an operator", now: Clock = timezone.now
+) -> CircuitBreaker:
+    """Open the breaker and keep it open (no half-open trials) until `breaker_reset`."""
+    breaker = _locked(provider)
+    if not (breaker.state == CircuitBreaker.State.OPEN and breaker.forced):
+        _transition(breaker, to=CircuitBreaker.State.OPEN, reason=reason, now=now())
+        breaker.forced = True
+        breaker.save(update_fields=_STATE_FIELDS)
+    return breaker
+
+
+@transaction.atomic
+def breaker_reset(
+    *, provider: Provider, reason: str = "reset by an operator", now: Clock = timezone.now
+) -> CircuitBreaker:
+    """Close the breaker with an empty window, whatever its state."""
+    breaker = _locked(provider)
+    moment = now()
+    _transition(breaker, to=CircuitBreaker.State.CLOSED, reason=reason, now=moment)
+    breaker.save(update_fields=_STATE_FIELDS)
+    return breaker
