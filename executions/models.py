@@ -5,9 +5,198 @@ guarded updates (`filter(status=...).update(...)`) or happen under a row lock, n
 `save()` of a row that another process may be changing.
 """
 
+import uuid
+
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+
+class Execution(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        TIMED_OUT = "timed_out", "Timed out"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Mode(models.TextChoices):
+        SYNC = "sync", "Synchronous (the request waits)"
+        ASYNC = "async", "Asynchronous (the client polls)"
+
+    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.SYNC)
+    signature_version = models.ForeignKey(
+        "registry.SignatureVersion", on_delete=models.PROTECT, related_name="executions"
+    )
+    requested_provider = models.ForeignKey(
+        "providers.Provider", on_delete=models.PROTECT, related_name="requested_executions"
+    )
+    provider = models.ForeignKey(
+        "providers.Provider",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="answered_executions",
+        help_text="The provider that produced the outputs (after fallback).",
+    )
+    inputs = models.JSONField(default=dict)
+    config = models.JSONField(default=dict, blank=True)
+    outputs = models.JSONField(null=True, blank=True)
+    timeout_s = models.FloatField(null=True, blank=True)
+    batch_id = models.UUIDField(null=True, blank=True, db_index=True)
+
+    error_type = models.CharField(max_length=200, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    # Who asked: idempotency keys are scoped to the API key, or to the user for session auth.
+    api_key = models.ForeignKey(
+        "rest_framework_api_key.APIKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker claimed this execution."
+    )
+    task_id = models.CharField(max_length=64, blank=True, help_text="Last django-q2 task id.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    execution_time_s = models.FloatField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    memory_mb = models.FloatField(null=True, blank=True)
+    success = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at"]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="execution_status_heartbeat"),
+            models.Index(
+                fields=["requested_provider", "status", "queued_at"],
+                name="execution_provider_queue",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[
+                        "queued",
+                        "running",
+                        "succeeded",
+                        "failed",
+                        "timed_out",
+                        "cancelled",
+                    ]
+                ),
+                name="execution_status_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(mode__in=["sync", "async"]), name="execution_mode_known"
+            ),
+            # A finished execution says when it finished; an unfinished one cannot have.
+            models.CheckConstraint(
+                condition=(
+                    Q(status__in=["queued", "running"], finished_at__isnull=True)
+                    | Q(
+                        status__in=["succeeded", "failed", "timed_out", "cancelled"],
+                        finished_at__isnull=False,
+                    )
+                ),
+                name="execution_finished_at_matches_status",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="running", heartbeat_at__isnull=False) | ~Q(status="running"),
+                name="execution_running_has_heartbeat",
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout_s__isnull=True) | Q(timeout_s__gt=0),
+                name="execution_timeout_positive",
+            ),
+            models.UniqueConstraint(
+                fields=["api_key", "idempotency_key"],
+                condition=Q(api_key__isnull=False) & ~Q(idempotency_key=""),
+                name="execution_idempotency_per_api_key",
+            ),
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key"],
+                condition=Q(api_key__isnull=True, created_by__isnull=False)
+                & ~Q(idempotency_key=""),
+                name="execution_idempotency_per_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+
+class ExecutionAttempt(models.Model):
+    """One call (or refused call) to one provider while running an execution."""
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected by the open circuit breaker"
+
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="provider_attempts"
+    )
+    run = models.PositiveSmallIntegerField(help_text="The execution's claim this call belongs to.")
+    position = models.PositiveSmallIntegerField(help_text="Order within the run (0 first).")
+    provider = models.ForeignKey("providers.Provider", on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    error_type = models.CharField(max_length=200, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    counted_by_breaker = models.BooleanField(
+        default=False, help_text="Whether this failure counted against the provider's breaker."
+    )
+    started_at = models.DateTimeField()
+    duration_s = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["execution", "run", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "run", "position"], name="execution_attempt_unique_position"
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome__in=["succeeded", "failed", "rejected"]),
+                name="execution_attempt_outcome_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(duration_s__gte=0), name="execution_attempt_duration_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id} run {self.run} #{self.position}: {self.outcome}"
 
 
 class CircuitBreaker(models.Model):
