@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import generics, serializers
-from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,8 +20,15 @@ from providers import selectors, services
 from providers.models import Provider
 
 
+class FallbackNamesField(serializers.ListField):
+    """The ordered fallback list as provider names (read from the prefetched links)."""
+
+    def get_attribute(self, provider: Provider) -> list[str]:
+        return [link.fallback.name for link in provider.fallback_links.all()]
+
+
 class ProviderSerializer(serializers.ModelSerializer):
-    fallbacks = serializers.ListField(
+    fallbacks = FallbackNamesField(
         child=serializers.CharField(),
         required=False,
         help_text="Names of the providers to try, in order, when this one fails.",
@@ -55,13 +62,6 @@ class ProviderSerializer(serializers.ModelSerializer):
 
     def get_api_key_configured(self, provider: Provider) -> bool:
         return bool(provider.api_key_env) and bool(os.environ.get(provider.api_key_env))
-
-    def to_representation(self, provider: Provider) -> dict[str, Any]:
-        data = super().to_representation(provider)
-        data["fallbacks"] = [
-            fallback.name for fallback in selectors.provider_fallbacks(provider=provider)
-        ]
-        return data
 
     def validate_fallbacks(self, names: list[str]) -> list[Provider]:
         found = {provider.name: provider for provider in Provider.objects.filter(name__in=names)}
@@ -111,11 +111,18 @@ class ProviderSerializer(serializers.ModelSerializer):
 class ProviderPermissions(DjangoModelPermissions):
     """Reading needs an authenticated client; writing needs the model permission."""
 
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not hasattr(request.user, "has_perms"):
+            # API-key clients are not Django users: they may read, and hold no permission
+            # to write.
+            return bool(request.user.is_authenticated) and request.method in SAFE_METHODS
+        return super().has_permission(request, view)
+
 
 class ProviderListCreateApi(generics.ListCreateAPIView):
     serializer_class = ProviderSerializer
     permission_classes = [IsAuthenticated, ProviderPermissions]
-    queryset = Provider.objects.order_by("name")
+    queryset = selectors.provider_list()
 
     def perform_create(self, serializer: ProviderSerializer) -> None:
         with transaction.atomic():
@@ -125,7 +132,7 @@ class ProviderListCreateApi(generics.ListCreateAPIView):
 class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = ProviderSerializer
     permission_classes = [IsAuthenticated, ProviderPermissions]
-    queryset = Provider.objects.all()
+    queryset = selectors.provider_list()
     lookup_field = "name"
 
     def perform_update(self, serializer: ProviderSerializer) -> None:

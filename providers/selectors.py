@@ -1,6 +1,6 @@
 """Reads of provider configurations for the other apps."""
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from providers.exceptions import NoProviderConfigured, ProviderNotFound
 from providers.models import Provider, ProviderFallback
@@ -9,7 +9,9 @@ DEFAULT_PROVIDER_NAME = "local-default"
 
 
 def provider_list(*, enabled: bool | None = None) -> QuerySet[Provider]:
-    providers = Provider.objects.all()
+    """Providers by name, their ordered fallback links prefetched (`fallback_links.all()`)."""
+    links = ProviderFallback.objects.select_related("fallback").order_by("position")
+    providers = Provider.objects.prefetch_related(Prefetch("fallback_links", queryset=links))
     if enabled is not None:
         providers = providers.filter(enabled=enabled)
     return providers.order_by("name")

@@ -1,0 +1,193 @@
+import pytest
+from django.contrib.auth.models import User
+from drf_spectacular.generators import SchemaGenerator
+from rest_framework_api_key.models import APIKey
+
+from providers.models import Provider, ProviderFallback
+from tests.providers.factories import SCRIPTED_ENGINE, ProviderFactory
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "sk-test-very-secret-value-123"
+
+
+def custom_payload(**overrides):
+    return {
+        "name": "new",
+        "kind": "custom",
+        "model": "m",
+        "engine_path": SCRIPTED_ENGINE,
+    } | overrides
+
+
+def test_reading_needs_authentication(client):
+    assert client.get("/api/v1/providers/").status_code in (401, 403)
+
+
+def test_api_key_clients_can_read_but_not_write(client):
+    ProviderFactory(name="one")
+    _, key = APIKey.objects.create_key(name="client")
+    headers = {"HTTP_AUTHORIZATION": f"Api-Key {key}"}
+    response = client.get("/api/v1/providers/", **headers)
+    assert response.status_code == 200
+    assert [item["name"] for item in response.json()["results"]] == ["one"]
+    response = client.post(
+        "/api/v1/providers/", custom_payload(), content_type="application/json", **headers
+    )
+    assert response.status_code == 403
+    assert not Provider.objects.filter(name="new").exists()
+
+
+def test_writes_need_the_model_permissions(client, viewer):
+    client.force_login(viewer)
+    response = client.post("/api/v1/providers/", custom_payload(), content_type="application/json")
+    assert response.status_code == 403
+
+
+def test_create_read_update_delete(operator_client):
+    fallback = ProviderFactory(name="spare")
+    response = operator_client.post(
+        "/api/v1/providers/",
+        custom_payload(fallbacks=["spare"], max_tokens=40),
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["fallbacks"] == ["spare"]
+    assert body["max_tokens"] == 40
+    assert body["api_key_configured"] is False
+
+    response = operator_client.get("/api/v1/providers/new/")
+    assert response.status_code == 200
+    assert response.json()["engine_path"] == SCRIPTED_ENGINE
+
+    other = ProviderFactory(name="other")
+    response = operator_client.patch(
+        "/api/v1/providers/new/",
+        {"fallbacks": ["other", "spare"], "enabled": False},
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["fallbacks"] == ["other", "spare"]
+    links = ProviderFallback.objects.filter(provider__name="new").order_by("position")
+    assert [link.fallback for link in links] == [other, fallback]
+
+    assert operator_client.delete("/api/v1/providers/new/").status_code == 204
+    assert not Provider.objects.filter(name="new").exists()
+    assert Provider.objects.filter(name="spare").exists()
+
+
+def test_unknown_provider_is_404(operator_client):
+    assert operator_client.get("/api/v1/providers/nope/").status_code == 404
+
+
+def test_the_api_key_itself_never_appears(operator_client, monkeypatch):
+    monkeypatch.setenv("PROVIDERS_TEST_KEY", SECRET)
+    response = operator_client.post(
+        "/api/v1/providers/",
+        {
+            "name": "remote",
+            "kind": "openai",
+            "model": "gpt",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": "PROVIDERS_TEST_KEY",
+        },
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    assert SECRET not in response.content.decode()
+    listing = operator_client.get("/api/v1/providers/")
+    detail = operator_client.get("/api/v1/providers/remote/")
+    for page in (listing, detail):
+        assert SECRET not in page.content.decode()
+    assert detail.json()["api_key_env"] == "PROVIDERS_TEST_KEY"
+    assert detail.json()["api_key_configured"] is True
+    stored = Provider.objects.values_list(*[f.attname for f in Provider._meta.concrete_fields])
+    assert SECRET not in str(list(stored))
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "message"),
+    [
+        (custom_payload(kind="llamacpp"), "kind", "is not a valid choice"),
+        (custom_payload(kind="mlx", model="/no/such/dir"), "model", "does not exist"),
+        (custom_payload(kind="openai", engine_path=""), "base_url", "needs the base URL"),
+        (
+            custom_payload(kind="openai", base_url="http://h/v1", api_key_env="UNSET_VAR_XYZ"),
+            "api_key_env",
+            "is not set",
+        ),
+        (custom_payload(engine_path="no.such.Engine"), "engine_path", "cannot be imported"),
+        (custom_payload(fallbacks=["ghost"]), "fallbacks", "Unknown providers: ghost"),
+        (custom_payload(temperature=5), "temperature", "less than or equal to 2"),
+        (custom_payload(name="hardware"), "name", "reserved"),
+    ],
+)
+def test_validation_errors_are_field_level_400s(operator_client, payload, field, message):
+    response = operator_client.post("/api/v1/providers/", payload, content_type="application/json")
+    assert response.status_code == 400
+    assert message in " ".join(response.json()[field])
+    assert not Provider.objects.filter(name=payload["name"]).exists()
+
+
+def test_self_fallback_and_cycles_are_400s(operator_client):
+    ProviderFactory(name="a")
+    ProviderFactory(name="b")
+    response = operator_client.patch(
+        "/api/v1/providers/a/", {"fallbacks": ["a"]}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["fallbacks"] == ["'a' cannot fall back to itself."]
+    assert (
+        operator_client.patch(
+            "/api/v1/providers/a/", {"fallbacks": ["b"]}, content_type="application/json"
+        ).status_code
+        == 200
+    )
+    response = operator_client.patch(
+        "/api/v1/providers/b/",
+        {"fallbacks": ["a"], "max_tokens": 7},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json()["fallbacks"] == ["Falling back to 'a' makes a cycle: b -> a -> b."]
+    assert Provider.objects.get(name="b").max_tokens == 32
+
+
+def test_hardware_report(operator_client):
+    response = operator_client.get("/api/v1/providers/hardware/")
+    assert response.status_code == 200
+    report = response.json()
+    assert report["mlx_backend"] in {"cpu", "gpu", "metal", "cuda"}
+    assert report["cpu_count"] >= 1
+
+
+def test_hardware_report_is_read_only(operator_client):
+    assert operator_client.post("/api/v1/providers/hardware/").status_code == 405
+
+
+def test_schema_documents_the_provider_routes_without_warnings(capsys):
+    generator = SchemaGenerator()
+    schema = generator.get_schema(request=None, public=True)
+    problems = capsys.readouterr().err
+    # drf-spectacular reports problems on stderr, naming the view. The project-wide
+    # authentication classes (the executions app's) are documented by that app.
+    assert not [
+        line
+        for line in problems.splitlines()
+        if ("Provider" in line or "Hardware" in line) and "authenticator" not in line
+    ]
+    assert {
+        "/api/v1/providers/",
+        "/api/v1/providers/{name}/",
+        "/api/v1/providers/hardware/",
+    } <= set(schema["paths"])
+    provider_schema = str(schema["components"]["schemas"]["Provider"])
+    assert "api_key_configured" in provider_schema
+    assert "api_key'" not in provider_schema
+
+
+def test_superuser_can_write(client):
+    client.force_login(User.objects.create_superuser("root", "r@example.com", "x"))
+    response = client.post("/api/v1/providers/", custom_payload(), content_type="application/json")
+    assert response.status_code == 201
