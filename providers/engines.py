@@ -20,6 +20,7 @@ from typing import Any
 from dspy.clients.engines.base import validate_request
 from dspy.lm15 import (
     ConfigurationError,
+    InvalidRequestError,
     Message,
     Request,
     Response,
@@ -121,7 +122,7 @@ class MLXEngine:
         validate_request(request)
         # Imported on first use: the runtime pulls in MLX, which worker processes must only
         # initialise after they fork.
-        from providers.mlx.runtime import generate
+        from providers.mlx.runtime import GenerationError, ModelLoadError, generate
 
         messages, assistant_prefix = request_messages(request)
         settings = request.config
@@ -140,16 +141,14 @@ class MLXEngine:
                 stop=list(settings.stop) or None,
                 optimize=self.config.hardware_optimization,
             )
-        except FileNotFoundError as exc:
+        except ModelLoadError as exc:
             raise ConfigurationError(
-                f"The model directory of provider {self.config.name!r} cannot be loaded: {exc}",
+                f"The model of provider {self.config.name!r} cannot be loaded: {exc}",
                 provider=self.config.name,
             ) from exc
-        except MemoryError as exc:
-            raise ServerError(
-                f"Out of memory running provider {self.config.name!r}.", provider=self.config.name
-            ) from exc
-        except Exception as exc:
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), provider=self.config.name) from exc
+        except (GenerationError, MemoryError) as exc:
             raise ServerError(
                 f"Local generation failed on provider {self.config.name!r}: {exc}",
                 provider=self.config.name,
