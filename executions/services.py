@@ -1,0 +1,549 @@
+"""Services of the executions app: create (validate, write, enqueue on commit), claim, run with
+breakers and fallback, cancel, and reap executions whose worker died.
+
+An execution row always exists before its task is enqueued (`transaction.on_commit`), tasks
+carry only ids, and every status change is a guarded update on the status it expects (plus the
+claim number for a running row), so a task delivered twice, a late worker or a reaper racing a
+worker can never run an execution twice or overwrite a newer outcome.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import dspy
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from executions.breakers import (
+    breaker_acquire_permission,
+    breaker_counts_failure,
+    breaker_record_failure,
+    breaker_record_success,
+    breaker_release_permission,
+)
+from executions.exceptions import ExecutionNotCancellable, IdempotencyKeyReused, InvalidConfig
+from executions.models import Execution, ExecutionAttempt
+from providers.exceptions import ProviderDisabled
+from providers.models import Provider
+from providers.selectors import provider_fallback_chain, provider_get, provider_get_default
+from providers.services import provider_execute
+from registry.selectors import signature_version_resolve
+from registry.services import signature_version_build, signature_version_validate_inputs
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+INFERENCE_CLUSTER = "inference"
+ERROR_MESSAGE_MAX_LENGTH = 4000
+STOP_SEQUENCES_MAX = 4
+
+
+@dataclass(frozen=True)
+class ExecutionCreateResult:
+    execution: Execution
+    created: bool
+
+
+def _config_error(code: str, message: str) -> list[dict[str, str]]:
+    return [{"code": code, "message": message}]
+
+
+def _number_in_range(
+    value: Any, *, low: float, high: float, integer: bool = False
+) -> tuple[bool, str]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False, "wrong_type"
+    if integer and not isinstance(value, int):
+        return False, "wrong_type"
+    if not math.isfinite(value) or not low <= value <= high:
+        return False, "out_of_range"
+    return True, ""
+
+
+def execution_config_validate(*, config: Any) -> dict[str, Any]:
+    """The generation settings of a request, checked: `temperature` (0 to 2), `max_tokens`
+    (1 to `EXECUTIONS_MAX_TOKENS_LIMIT`), `top_p` (0 to 1) and `stop` (a string or up to four
+    strings). Raises InvalidConfig listing every problem."""
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise InvalidConfig(
+            {"non_field_errors": _config_error("wrong_type", "The config must be an object.")}
+        )
+    max_tokens_limit = settings.EXECUTIONS_MAX_TOKENS_LIMIT
+    ranges = {
+        "temperature": (0.0, 2.0, False, "a number from 0 to 2"),
+        "top_p": (0.0, 1.0, False, "a number from 0 to 1"),
+        "max_tokens": (1, max_tokens_limit, True, f"an integer from 1 to {max_tokens_limit}"),
+    }
+    errors: dict[str, list[dict[str, str]]] = {}
+    for key, value in config.items():
+        if key in ranges:
+            low, high, integer, expected = ranges[key]
+            ok, code = _number_in_range(value, low=low, high=high, integer=integer)
+            if not ok:
+                errors[key] = _config_error(code, f"'{key}' must be {expected}.")
+        elif key == "stop":
+            stops = [value] if isinstance(value, str) else value
+            if (
+                not isinstance(stops, list)
+                or not 1 <= len(stops) <= STOP_SEQUENCES_MAX
+                or not all(isinstance(stop, str) and stop for stop in stops)
+            ):
+                errors[key] = _config_error(
+                    "wrong_type",
+                    f"'stop' must be a non-empty string or a list of 1 to "
+                    f"{STOP_SEQUENCES_MAX} non-empty strings.",
+                )
+        else:
+            errors[str(key)] = _config_error(
+                "unknown_field",
+                f"'{key}' is not a generation setting; use temperature, max_tokens, top_p, stop.",
+            )
+    if errors:
+        raise InvalidConfig(errors)
+    return dict(config)
+
+
+def execution_request_hash(
+    *,
+    signature: str,
+    version: int | str | None,
+    inputs: Any,
+    config: Any,
+    provider: str | None,
+) -> str:
+    """A digest of what a request asks to run, to tell an idempotent retry from a new request.
+
+    How the client waits (`mode`, `timeout_s`) is left out: retrying a sync request as async
+    is the same request.
+    """
+    document = {
+        "signature": signature,
+        "version": version,
+        "inputs": inputs,
+        "config": config or {},
+        "provider": provider,
+    }
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _idempotent_match(*, api_key, user, idempotency_key: str) -> Execution | None:
+    if not idempotency_key:
+        return None
+    if api_key is not None:
+        scope = Q(api_key=api_key)
+    elif user is not None and user.is_authenticated:
+        scope = Q(api_key__isnull=True, created_by=user)
+    else:
+        return None
+    return Execution.objects.filter(scope, idempotency_key=idempotency_key).first()
+
+
+def _replay(existing: Execution, request_hash: str) -> ExecutionCreateResult:
+    if existing.request_hash != request_hash:
+        raise IdempotencyKeyReused()
+    return ExecutionCreateResult(execution=existing, created=False)
+
+
+def _resolve_provider(name: str | None) -> Provider:
+    provider = provider_get(name=name) if name else provider_get_default()
+    if not provider.enabled:
+        raise ProviderDisabled(provider.name)
+    return provider
+
+
+def execution_create(
+    *,
+    signature: str,
+    inputs: Any,
+    version: int | str | None = None,
+    config: Any = None,
+    provider: str | None = None,
+    mode: str = Execution.Mode.SYNC,
+    timeout_s: float | None = None,
+    api_key=None,
+    user=None,
+    idempotency_key: str = "",
+    batch_id: uuid.UUID | None = None,
+) -> ExecutionCreateResult:
+    """Validate a request, write its execution and enqueue it once the row is committed.
+
+    Raises the registry's errors (unknown signature, version or alias; invalid inputs), the
+    providers' (unknown or disabled provider), InvalidConfig, or IdempotencyKeyReused; nothing
+    is written or enqueued then. A retry with the same idempotency key and body returns the
+    first execution (`created` False) without running anything again.
+    """
+    request_hash = execution_request_hash(
+        signature=signature, version=version, inputs=inputs, config=config, provider=provider
+    )
+    existing = _idempotent_match(api_key=api_key, user=user, idempotency_key=idempotency_key)
+    if existing is not None:
+        return _replay(existing, request_hash)
+
+    signature_version = signature_version_resolve(name=signature, ref=version)
+    clean_inputs = signature_version_validate_inputs(version=signature_version, inputs=inputs)
+    clean_config = execution_config_validate(config=config)
+    chosen = _resolve_provider(provider)
+
+    execution = Execution(
+        signature_version=signature_version,
+        requested_provider=chosen,
+        inputs=clean_inputs,
+        config={**(signature_version.lm_defaults or {}), **clean_config},
+        mode=mode,
+        timeout_s=timeout_s,
+        api_key=api_key,
+        created_by=user if user is not None and user.is_authenticated and user.pk else None,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        batch_id=batch_id,
+    )
+    try:
+        with transaction.atomic():
+            execution.save(force_insert=True)
+            transaction.on_commit(
+                lambda: execution_enqueue(execution_id=execution.id, provider_kind=chosen.kind)
+            )
+    except IntegrityError:
+        # A concurrent request with the same idempotency key won the insert.
+        existing = _idempotent_match(api_key=api_key, user=user, idempotency_key=idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, request_hash)
+    return ExecutionCreateResult(execution=execution, created=True)
+
+
+def execution_enqueue(*, execution_id: uuid.UUID, provider_kind: str) -> str:
+    """Hand the execution to django-q2: local models to the `inference` cluster."""
+    options = {"cluster": INFERENCE_CLUSTER} if provider_kind == Provider.Kind.MLX else {}
+    task_id = async_task(
+        "executions.tasks.execution_run",
+        str(execution_id),
+        q_options=options | {"task_name": f"execution-{execution_id}"},
+    )
+    Execution.objects.filter(id=execution_id).update(task_id=task_id)
+    return task_id
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one running execution: its `run` is the execution's attempt count."""
+
+    execution_id: uuid.UUID
+    run: int
+
+
+def execution_claim(*, execution_id: uuid.UUID | str, now: Clock = timezone.now) -> Claim | None:
+    """Move a queued execution to running for this worker; None when it is not queued any more
+    (already claimed by a duplicate delivery, cancelled, finished)."""
+    moment = now()
+    claimed = Execution.objects.filter(id=execution_id, status=Execution.Status.QUEUED).update(
+        status=Execution.Status.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=moment,
+        heartbeat_at=moment,
+    )
+    if not claimed:
+        return None
+    run = Execution.objects.filter(id=execution_id).values_list("attempts", flat=True).get()
+    return Claim(execution_id=uuid.UUID(str(execution_id)), run=run)
+
+
+def execution_claim_companions(
+    *, claim: Claim, limit: int, now: Clock = timezone.now
+) -> list[Claim]:
+    """Claim up to `limit` more queued executions for the same provider, oldest first, so one
+    worker runs them together and the local runtime can batch their generations."""
+    if limit <= 0:
+        return []
+    provider_id = (
+        Execution.objects.filter(id=claim.execution_id)
+        .values_list("requested_provider_id", flat=True)
+        .get()
+    )
+    candidates = (
+        Execution.objects.filter(status=Execution.Status.QUEUED, requested_provider_id=provider_id)
+        .order_by("queued_at")
+        .values_list("id", flat=True)[: limit * 2]
+    )
+    claims: list[Claim] = []
+    for candidate in candidates:
+        companion = execution_claim(execution_id=candidate, now=now)
+        if companion is not None:
+            claims.append(companion)
+            if len(claims) == limit:
+                break
+    return claims
+
+
+def _claims_filter(claims: list[Claim]) -> Q:
+    condition = Q(pk__in=[])
+    for claim in claims:
+        condition |= Q(id=claim.execution_id, attempts=claim.run)
+    return condition
+
+
+def execution_heartbeat(*, claims: list[Claim], now: Clock = timezone.now) -> int:
+    """Tell the reaper these executions are alive; returns how many rows were still ours."""
+    return Execution.objects.filter(_claims_filter(claims), status=Execution.Status.RUNNING).update(
+        heartbeat_at=now()
+    )
+
+
+def _error_fields(*, error_type: str, code: str, message: str) -> dict[str, str]:
+    return {
+        "error_type": error_type[:200],
+        "error_code": code[:64],
+        "error_message": message[:ERROR_MESSAGE_MAX_LENGTH],
+    }
+
+
+def _describe(error: BaseException) -> str:
+    """A one-line summary of an error for the aggregated message of a failed chain."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(outputs, default=str))
+
+
+@dataclass
+class _Run:
+    claim: Claim
+    now: Clock
+    started: float = field(default_factory=time.perf_counter)
+    position: int = 0
+    failures: list[str] = field(default_factory=list)
+    only_timeouts: bool = True
+
+    def attempt(self, provider: Provider, *, started_at: datetime, **fields: Any) -> None:
+        ExecutionAttempt.objects.create(
+            execution_id=self.claim.execution_id,
+            run=self.claim.run,
+            position=self.position,
+            provider=provider,
+            started_at=started_at,
+            **fields,
+        )
+        self.position += 1
+
+    def finish(self, **fields: Any) -> bool:
+        finished = Execution.objects.filter(
+            id=self.claim.execution_id, attempts=self.claim.run, status=Execution.Status.RUNNING
+        ).update(
+            finished_at=self.now(), execution_time_s=time.perf_counter() - self.started, **fields
+        )
+        if not finished:
+            logger.warning(
+                "Execution %s run %s finished after it was taken away from this worker; "
+                "its outcome was discarded.",
+                self.claim.execution_id,
+                self.claim.run,
+            )
+        return bool(finished)
+
+
+def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
+    """Run a claimed execution: each provider of the requested provider's fallback chain in
+    turn, skipping those whose breaker is open and moving on after a counted failure, until
+    one answers. Returns the final status."""
+    run = _Run(claim=claim, now=now)
+    try:
+        execution = Execution.objects.select_related(
+            "signature_version__signature", "requested_provider"
+        ).get(id=claim.execution_id)
+        program = signature_version_build(version=execution.signature_version)
+        chain = provider_fallback_chain(provider=execution.requested_provider)
+        for provider in chain:
+            status = _try_provider(run, execution, program, provider)
+            if status is not None:
+                return status
+    except Exception as error:
+        logger.exception("Execution %s failed inside the toolkit", claim.execution_id)
+        run.finish(
+            status=Execution.Status.FAILED,
+            success=False,
+            **_error_fields(
+                error_type=type(error).__name__,
+                code="internal_error",
+                message=f"The toolkit failed while running this execution: {_describe(error)}",
+            ),
+        )
+        return Execution.Status.FAILED
+    status = Execution.Status.TIMED_OUT if run.only_timeouts else Execution.Status.FAILED
+    run.finish(
+        status=status,
+        success=False,
+        **_error_fields(
+            error_type="ProvidersExhausted",
+            code="providers_timed_out" if run.only_timeouts else "providers_exhausted",
+            message="Every provider in the fallback chain failed: " + "; ".join(run.failures),
+        ),
+    )
+    return status
+
+
+def _try_provider(
+    run: _Run, execution: Execution, program: dspy.Module, provider: Provider
+) -> str | None:
+    """One provider's turn: the final status, or None to go on to the next provider."""
+    started_at = run.now()
+    if not breaker_acquire_permission(provider=provider, now=run.now):
+        run.attempt(
+            provider,
+            started_at=started_at,
+            outcome=ExecutionAttempt.Outcome.REJECTED,
+            **_error_fields(
+                error_type="CircuitOpen",
+                code="circuit_open",
+                message=f"The circuit breaker of {provider.name} is open.",
+            ),
+        )
+        run.failures.append(f"{provider.name}: circuit breaker open")
+        run.only_timeouts = False
+        return None
+    clock = time.perf_counter()
+    try:
+        result = provider_execute(
+            provider=provider, program=program, inputs=execution.inputs, config=execution.config
+        )
+    except Exception as error:
+        duration_s = time.perf_counter() - clock
+        counted = breaker_counts_failure(error)
+        if counted:
+            breaker_record_failure(provider=provider, duration_s=duration_s, now=run.now)
+        else:
+            breaker_release_permission(provider=provider, now=run.now)
+        code = getattr(error, "code", None) or "provider_error"
+        fields = _error_fields(error_type=type(error).__name__, code=code, message=str(error))
+        run.attempt(
+            provider,
+            started_at=started_at,
+            outcome=ExecutionAttempt.Outcome.FAILED,
+            counted_by_breaker=counted,
+            duration_s=duration_s,
+            **fields,
+        )
+        if not counted:
+            # The request itself is at fault (or the provider refuses it outright): another
+            # provider would not do better, so the execution fails here.
+            run.finish(status=Execution.Status.FAILED, success=False, **fields)
+            return Execution.Status.FAILED
+        run.failures.append(f"{provider.name}: {type(error).__name__}: {_describe(error)}")
+        run.only_timeouts = run.only_timeouts and isinstance(
+            error, dspy.LMTimeoutError | TimeoutError
+        )
+        return None
+    duration_s = time.perf_counter() - clock
+    breaker_record_success(provider=provider, duration_s=duration_s, now=run.now)
+    run.attempt(
+        provider,
+        started_at=started_at,
+        outcome=ExecutionAttempt.Outcome.SUCCEEDED,
+        duration_s=duration_s,
+    )
+    run.finish(
+        status=Execution.Status.SUCCEEDED,
+        success=True,
+        provider=provider,
+        outputs=_jsonable(result.outputs),
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        memory_mb=result.peak_memory_mb,
+        error_type="",
+        error_code="",
+        error_message="",
+    )
+    return Execution.Status.SUCCEEDED
+
+
+def execution_cancel(*, execution: Execution, now: Clock = timezone.now) -> Execution:
+    """Cancel a queued execution (its task, when delivered, finds nothing to claim)."""
+    cancelled = Execution.objects.filter(id=execution.id, status=Execution.Status.QUEUED).update(
+        status=Execution.Status.CANCELLED,
+        finished_at=now(),
+        success=False,
+        **_error_fields(
+            error_type="Cancelled", code="cancelled", message="Cancelled before it started."
+        ),
+    )
+    execution.refresh_from_db()
+    if not cancelled:
+        raise ExecutionNotCancellable(execution.status)
+    return execution
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    requeued: list[uuid.UUID]
+    failed: list[uuid.UUID]
+
+
+@transaction.atomic
+def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
+    """Recover running executions whose worker stopped sending heartbeats (killed, lost).
+
+    Each goes back to the queue while it has claims left (`EXECUTIONS_MAX_RUN_ATTEMPTS`), else
+    fails with the code `worker_lost`.
+    """
+    moment = now()
+    stale_after = settings.EXECUTIONS_STALE_AFTER_S
+    threshold = moment - timedelta(seconds=stale_after)
+    max_attempts = settings.EXECUTIONS_MAX_RUN_ATTEMPTS
+    stale = Execution.objects.filter(
+        status=Execution.Status.RUNNING, heartbeat_at__lt=threshold
+    ).values_list("id", "attempts", "requested_provider__kind")
+    requeued: list[uuid.UUID] = []
+    failed: list[uuid.UUID] = []
+    for execution_id, attempts, kind in stale:
+        guarded = Execution.objects.filter(
+            id=execution_id,
+            status=Execution.Status.RUNNING,
+            attempts=attempts,
+            heartbeat_at__lt=threshold,
+        )
+        if attempts < max_attempts:
+            if guarded.update(status=Execution.Status.QUEUED, heartbeat_at=None, started_at=None):
+                requeued.append(execution_id)
+                transaction.on_commit(
+                    lambda execution_id=execution_id, kind=kind: execution_enqueue(
+                        execution_id=execution_id, provider_kind=kind
+                    )
+                )
+        elif guarded.update(
+            status=Execution.Status.FAILED,
+            finished_at=moment,
+            success=False,
+            **_error_fields(
+                error_type="WorkerLost",
+                code="worker_lost",
+                message=(
+                    f"The worker running this execution stopped sending heartbeats (none for "
+                    f"{stale_after:g}s), {attempts} time(s); gave up after {max_attempts} "
+                    f"attempts."
+                ),
+            ),
+        ):
+            failed.append(execution_id)
+    if requeued or failed:
+        logger.warning(
+            "Reaped stale executions: requeued %s, failed %s",
+            [str(item) for item in requeued],
+            [str(item) for item in failed],
+        )
+    return ReapResult(requeued=requeued, failed=failed)

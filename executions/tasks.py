@@ -1,0 +1,99 @@
+"""django-q2 tasks of the executions app. They take ids and call services.
+
+The `inference` cluster runs one worker process per loaded model. So that concurrent
+executions of one local model reach the runtime's batched generation together, the task that
+claims an execution of an `mlx` provider also claims up to `EXECUTIONS_LOCAL_CONCURRENCY - 1`
+other queued executions of the same provider and runs them all in a thread pool; the tasks
+of the companions it took find nothing left to claim and return at once.
+"""
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+
+from executions import services
+from executions.models import Execution
+from executions.services import (
+    Claim,
+    execution_claim,
+    execution_claim_companions,
+    execution_heartbeat,
+    execution_process,
+)
+from providers.models import Provider
+
+logger = logging.getLogger(__name__)
+
+
+class _Heartbeat:
+    """Refreshes the claimed rows' heartbeat from a background thread while they run."""
+
+    def __init__(self, claims: list[Claim]) -> None:
+        self.claims = claims
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="execution-heartbeat", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self.stop.wait(settings.EXECUTIONS_HEARTBEAT_S):
+                try:
+                    execution_heartbeat(claims=self.claims)
+                except DatabaseError:
+                    # A missed beat is harmless unless they keep failing for the whole stale
+                    # threshold, and then the reaper's recovery is the right outcome anyway.
+                    logger.exception("Could not write the heartbeat of %s", self.claims)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+
+def _process_in_thread(claim: Claim) -> str:
+    try:
+        return execution_process(claim=claim)
+    finally:
+        # Each pool thread has its own database connection: close it, not leak it.
+        connection.close()
+
+
+def execution_run(execution_id: str) -> str:
+    """Run one execution (and, for a local model, the queued companions it can batch with)."""
+    claim = execution_claim(execution_id=execution_id)
+    if claim is None:
+        return "not queued any more (claimed by another delivery, cancelled or finished)"
+    claims = [claim]
+    kind = (
+        Execution.objects.filter(id=claim.execution_id)
+        .values_list("requested_provider__kind", flat=True)
+        .get()
+    )
+    if kind == Provider.Kind.MLX:
+        limit = max(settings.EXECUTIONS_LOCAL_CONCURRENCY - 1, 0)
+        claims += execution_claim_companions(claim=claim, limit=limit)
+    with _Heartbeat(claims):
+        if len(claims) == 1:
+            statuses = [execution_process(claim=claim)]
+        else:
+            with ThreadPoolExecutor(
+                max_workers=len(claims), thread_name_prefix="execution"
+            ) as pool:
+                statuses = list(pool.map(_process_in_thread, claims))
+    return ", ".join(
+        f"{item.execution_id}: {status}" for item, status in zip(claims, statuses, strict=True)
+    )
+
+
+def execution_reap_stale() -> str:
+    """Scheduled: recover running executions whose worker stopped sending heartbeats."""
+    result = services.execution_reap_stale()
+    return f"requeued {len(result.requeued)}, failed {len(result.failed)}"
