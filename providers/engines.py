@@ -13,10 +13,12 @@ import contextlib
 import contextvars
 import importlib
 import inspect
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import dspy
 from dspy.clients.engines.base import validate_request
 from dspy.lm15 import (
     ConfigurationError,
@@ -28,6 +30,8 @@ from dspy.lm15 import (
     Usage,
     response_to_events,
 )
+
+from providers.exceptions import LMMalformedResponseError
 
 ENGINE_METHODS = ("complete", "stream", "close")
 
@@ -215,3 +219,56 @@ def engine_contract_problems(engine_class: type) -> list[str]:
     except ValueError:
         pass
     return problems
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def remote_error_precise(exc: dspy.LMError) -> dspy.LMError:
+    """The precise error for two failures DSPy reports vaguely over HTTP.
+
+    A read timeout comes out as `LMTransportError` and a body that is not JSON as a bare
+    `LMProviderError`; breakers count slow calls and server faults apart from network
+    failures, so they become `LMTimeoutError` and `LMMalformedResponseError`.
+    """
+    if isinstance(exc, dspy.LMTimeoutError | LMMalformedResponseError):
+        return exc
+    causes = list(_causes(exc))
+    details = {"model": exc.model, "provider": exc.provider, "status": exc.status}
+    if isinstance(exc, dspy.LMTransportError) and any(
+        isinstance(cause, TimeoutError) for cause in causes
+    ):
+        return dspy.LMTimeoutError(exc.message, **details)
+    if type(exc) is dspy.LMProviderError and any(
+        isinstance(cause, json.JSONDecodeError) for cause in causes
+    ):
+        return LMMalformedResponseError(exc.message, **details)
+    return exc
+
+
+class OpenAICompatibleLM(dspy.LM):
+    """`dspy.LM` for `openai` providers, raising precise errors (see `remote_error_precise`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except dspy.LMError as exc:
+            precise = remote_error_precise(exc)
+            if precise is exc:
+                raise
+            raise precise from exc
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().acall(*args, **kwargs)
+        except dspy.LMError as exc:
+            precise = remote_error_precise(exc)
+            if precise is exc:
+                raise
+            raise precise from exc

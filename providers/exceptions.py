@@ -4,6 +4,8 @@ Failures of a language model call itself are DSPy's own `LMError` family and
 `AdapterParseError`, which propagate unchanged so callers can classify them.
 """
 
+import dspy
+
 
 class ProviderError(Exception):
     code = "provider_error"
@@ -33,3 +35,13 @@ class ProviderDisabled(ProviderError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"The provider {name!r} is disabled.")
+
+
+class LMMalformedResponseError(dspy.LMServerError):
+    """An OpenAI-compatible endpoint answered with a body that is not the JSON it promised.
+
+    DSPy reports this as a bare `LMProviderError`; it is the server's (or a proxy's) fault and
+    as transient as an HTTP 5xx, so it is a server error for breakers and retry policies.
+    """
+
+    default_code = "malformed_response"

@@ -14,6 +14,7 @@ from django.db import transaction
 from providers.engines import (
     EngineConfig,
     MLXEngine,
+    OpenAICompatibleLM,
     collect_generation_stats,
     engine_class_import,
     engine_contract_problems,
@@ -285,7 +286,7 @@ def _new_lm(provider: Provider, api_key: str | None) -> dspy.LM:
         "cache": False,
     }
     if provider.kind == Provider.Kind.OPENAI:
-        return dspy.LM(
+        return OpenAICompatibleLM(
             f"openai/{provider.model}",
             api_base=provider.base_url,
             api_key=api_key,
