@@ -3,6 +3,26 @@
 Each carries a stable machine-readable ``code`` and a human message in ``str(exc)``.
 """
 
+from typing import Any
+
+
+def errors_flatten(errors: Any, path: str = "") -> list[str]:
+    """Nested field errors as ``path: message`` lines, for commands and logs."""
+    if isinstance(errors, dict):
+        lines = []
+        for key, value in errors.items():
+            child = path if key == "non_field_errors" else (f"{path}.{key}" if path else key)
+            lines.extend(errors_flatten(value, child))
+        return lines
+    if isinstance(errors, list) and errors and all(isinstance(e, dict) for e in errors):
+        lines = []
+        for index, item in enumerate(errors):
+            lines.extend(errors_flatten(item, f"{path}[{index}]"))
+        return lines
+    if isinstance(errors, list):
+        return [f"{path}: {message}" if path else str(message) for message in errors]
+    return [f"{path}: {errors}" if path else str(errors)]
+
 
 class RegistryError(Exception):
     code = "registry_error"
@@ -45,8 +65,8 @@ class InvalidSpec(RegistryError):
 
     code = "invalid_spec"
 
-    def __init__(self, errors: dict, message: str = "The signature spec is invalid."):
-        super().__init__(message)
+    def __init__(self, errors: dict):
+        super().__init__("Invalid spec: " + "; ".join(errors_flatten(errors)))
         self.errors = errors
 
 

@@ -1,6 +1,9 @@
 """Reads of the registry. Writes live in services."""
 
+import difflib
 import json
+from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection
 from django.db.models import Prefetch, Q, QuerySet
@@ -109,3 +112,117 @@ def _tag_condition(tag: str) -> Q:
     if connection.features.supports_json_field_contains:
         return Q(tags__contains=[tag])
     return Q(tags__icontains=json.dumps(tag))
+
+
+EXPORT_FORMAT = "dspy-toolkit-registry"
+EXPORT_FORMAT_VERSION = 1
+
+
+def version_export(version: SignatureVersion) -> dict:
+    return {
+        "number": version.number,
+        **version.behaviour(),
+        "content_hash": version.content_hash,
+        "changelog": version.changelog,
+        "author": version.author.get_username() if version.author else None,
+        "created_at": version.created_at.isoformat(),
+    }
+
+
+def registry_export(*, names: list[str] | None = None) -> dict:
+    """The registry (or the named signatures) as one JSON document, for registry_import.
+
+    Holds every version with its number, behaviour, hash, changelog, author and creation time,
+    and every alias, so an import into an empty registry reproduces it exactly.
+    """
+    queryset = Signature.objects.order_by("name").prefetch_related(
+        Prefetch(
+            "versions",
+            queryset=SignatureVersion.objects.select_related("author").order_by("number"),
+        ),
+        Prefetch("aliases", queryset=Alias.objects.select_related("version").order_by("name")),
+    )
+    if names:
+        found = set(queryset.filter(name__in=names).values_list("name", flat=True))
+        missing = sorted(set(names) - found)
+        if missing:
+            raise SignatureNotFound(f"No signature named {', '.join(map(repr, missing))}.")
+        queryset = queryset.filter(name__in=names)
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "signatures": [
+            {
+                "name": signature.name,
+                "description": signature.description,
+                "tags": signature.tags,
+                "versions": [version_export(version) for version in signature.versions.all()],
+                "aliases": {alias.name: alias.version.number for alias in signature.aliases.all()},
+            }
+            for signature in queryset
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    name: str
+    role: str  # input | output
+    status: str  # added | removed | changed | unchanged
+    old: dict | None
+    new: dict | None
+    changed_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    old: SignatureVersion
+    new: SignatureVersion
+    instructions: list[tuple[str, str]]  # (kind, line): kind is "+", "-" or " "
+    fields: list[FieldChange]
+    changes: dict[str, tuple[Any, Any]]  # other behaviour that differs: key -> (old, new)
+
+    @property
+    def identical(self) -> bool:
+        return self.old.content_hash == self.new.content_hash
+
+
+def _field_rows(version: SignatureVersion) -> dict[str, tuple[str, dict]]:
+    rows = {field["name"]: ("input", field) for field in version.input_fields}
+    rows |= {field["name"]: ("output", field) for field in version.output_fields}
+    return rows
+
+
+def signature_version_diff(*, old: SignatureVersion, new: SignatureVersion) -> VersionDiff:
+    """What changed from ``old`` to ``new``: instructions line by line, fields, the rest."""
+    instructions = [
+        (line[0], line[2:])
+        for line in difflib.ndiff(old.instructions.splitlines(), new.instructions.splitlines())
+        if line[0] in "+- "
+    ]
+    old_rows, new_rows = _field_rows(old), _field_rows(new)
+    fields = []
+    for name in [*old_rows, *(name for name in new_rows if name not in old_rows)]:
+        before, after = old_rows.get(name), new_rows.get(name)
+        if before is None:
+            fields.append(FieldChange(name, after[0], "added", None, after[1]))
+        elif after is None:
+            fields.append(FieldChange(name, before[0], "removed", before[1], None))
+        else:
+            keys = sorted(set(before[1]) | set(after[1]))
+            changed = tuple(key for key in keys if before[1].get(key) != after[1].get(key))
+            if before[0] != after[0]:
+                changed = ("role", *changed)
+            status = "changed" if changed else "unchanged"
+            fields.append(FieldChange(name, after[0], status, before[1], after[1], changed))
+    old_behaviour, new_behaviour = old.behaviour(), new.behaviour()
+    changes = {
+        key: (old_behaviour[key], new_behaviour[key])
+        for key in ("module_kind", "lm_defaults", "compiled_state")
+        if old_behaviour[key] != new_behaviour[key]
+    }
+    kept_in_old_order = [name for name in old_rows if name in new_rows]
+    kept_in_new_order = [name for name in new_rows if name in old_rows]
+    if kept_in_old_order != kept_in_new_order:
+        changes["field_order"] = (list(old_rows), list(new_rows))
+    return VersionDiff(old, new, instructions, fields, changes)

@@ -64,18 +64,20 @@ INSTRUCTIONS_MAX_LENGTH = 20_000
 MAX_TOKENS_LIMIT = 1_000_000
 
 # Names a field may not take. DSPy signatures are pydantic models whose class carries these
-# attributes (a field of the same name shadows or breaks them); Predict reads `signature`,
+# attributes (a field of the same name shadows them, and pydantic warns); Predict reads `signature`,
 # `demos`, `config`, `lm` and `prediction` out of its call's keyword arguments, so an input of
 # that name never reaches the model; ChainOfThought adds its own `reasoning` output field.
 # A test checks this set against the installed DSPy.
 RESERVED_FIELD_NAMES = frozenset(
     {
-        # class-level properties of dspy.Signature's metaclass
+        # attributes of dspy.Signature's metaclass (DSPy's properties, ABCMeta's methods)
         "instructions",
         "signature",
         "fields",
         "input_fields",
         "output_fields",
+        "mro",
+        "register",
         # public attributes of dspy.Signature (pydantic.BaseModel and DSPy's own)
         "append",
         "append_instructions",
@@ -408,21 +410,3 @@ def version_spec_validate(data: Any) -> VersionSpec:
         lm_defaults=lm_defaults,
         compiled_state=compiled_state,
     )
-
-
-def errors_flatten(errors: Any, path: str = "") -> list[str]:
-    """Nested field errors as ``path: message`` lines, for commands and logs."""
-    if isinstance(errors, dict):
-        lines = []
-        for key, value in errors.items():
-            child = path if key == "non_field_errors" else (f"{path}.{key}" if path else key)
-            lines.extend(errors_flatten(value, child))
-        return lines
-    if isinstance(errors, list) and errors and all(isinstance(e, dict) for e in errors):
-        lines = []
-        for index, item in enumerate(errors):
-            lines.extend(errors_flatten(item, f"{path}[{index}]"))
-        return lines
-    if isinstance(errors, list):
-        return [f"{path}: {message}" if path else str(message) for message in errors]
-    return [f"{path}: {errors}" if path else str(errors)]
