@@ -1,0 +1,291 @@
+"""Execution services on PostgreSQL: validation, idempotency, claims, fallback, cancel, reaper."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from executions import breakers
+from executions.exceptions import ExecutionNotCancellable, IdempotencyKeyReused, InvalidConfig
+from executions.models import CircuitBreaker, Execution, ExecutionAttempt
+from executions.services import (
+    execution_cancel,
+    execution_claim,
+    execution_claim_companions,
+    execution_create,
+    execution_process,
+    execution_reap_stale,
+)
+from executions.tasks import execution_run
+from providers.exceptions import ProviderDisabled, ProviderNotFound
+from registry.exceptions import AliasNotFound, InputValidationError, SignatureNotFound
+
+INPUTS = {"question": "What is the capital of France?", "level": 1}
+
+
+def _create(**overrides):
+    arguments = {"signature": "qa", "inputs": INPUTS, "provider": "echo"} | overrides
+    return execution_create(**arguments)
+
+
+@pytest.mark.django_db
+def test_an_execution_is_enqueued_only_once_its_row_is_committed(
+    qa, echo_provider, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        result = _create(config={"temperature": 0.5})
+    assert result.created
+    execution = Execution.objects.get()
+    assert (execution.status, execution.signature_version, execution.requested_provider) == (
+        "queued",
+        qa,
+        echo_provider,
+    )
+    assert execution.config == {"temperature": 0.5}
+    assert len(callbacks) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"signature": "nope"}, SignatureNotFound),
+        ({"version": "staging"}, AliasNotFound),
+        ({"inputs": {"question": "q"}}, InputValidationError),
+        ({"provider": "nope"}, ProviderNotFound),
+        ({"config": {"temperature": 3}}, InvalidConfig),
+    ],
+)
+def test_a_rejected_request_writes_and_enqueues_nothing(
+    qa, echo_provider, django_capture_on_commit_callbacks, overrides, error
+):
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(error):
+        _create(**overrides)
+    assert not Execution.objects.exists()
+    assert callbacks == []
+
+
+@pytest.mark.django_db
+def test_a_disabled_provider_is_refused(qa, echo_provider):
+    echo_provider.enabled = False
+    echo_provider.save()
+    with pytest.raises(ProviderDisabled):
+        _create()
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "code"),
+    [
+        ({"temperature": -0.1}, "temperature", "out_of_range"),
+        ({"temperature": "hot"}, "temperature", "wrong_type"),
+        ({"max_tokens": 0}, "max_tokens", "out_of_range"),
+        ({"max_tokens": 1.5}, "max_tokens", "wrong_type"),
+        ({"max_tokens": 10**9}, "max_tokens", "out_of_range"),
+        ({"top_p": 1.5}, "top_p", "out_of_range"),
+        ({"stop": []}, "stop", "wrong_type"),
+        ({"seed": 1}, "seed", "unknown_field"),
+        ([], "non_field_errors", "wrong_type"),
+    ],
+)
+def test_config_errors(config, field, code):
+    from executions.services import execution_config_validate
+
+    with pytest.raises(InvalidConfig) as caught:
+        execution_config_validate(config=config)
+    assert caught.value.errors[field][0]["code"] == code
+
+
+@pytest.mark.django_db
+def test_the_same_idempotency_key_and_body_return_the_same_execution(qa, echo_provider, api_key):
+    first = _create(api_key=api_key[0], idempotency_key="k-1")
+    again = _create(api_key=api_key[0], idempotency_key="k-1")
+    assert (first.created, again.created) == (True, False)
+    assert again.execution.id == first.execution.id
+    assert Execution.objects.count() == 1
+    with pytest.raises(IdempotencyKeyReused):
+        _create(api_key=api_key[0], idempotency_key="k-1", inputs={**INPUTS, "level": 2})
+    # Keys are scoped to their client: another key may reuse the name.
+    from rest_framework_api_key.models import APIKey
+
+    other, _ = APIKey.objects.create_key(name="other")
+    assert _create(api_key=other, idempotency_key="k-1").created
+
+
+@pytest.mark.django_db
+def test_a_task_delivered_twice_runs_once(qa, echo_provider, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        execution = _create().execution
+    execution_run(str(execution.id))
+    second = execution_run(str(execution.id))
+    assert second.startswith("not queued any more")
+    execution.refresh_from_db()
+    assert (execution.status, execution.attempts) == ("succeeded", 1)
+    assert ExecutionAttempt.objects.filter(execution=execution).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_successful_run_stores_outputs_and_metrics(
+    qa, echo_provider, django_capture_on_commit_callbacks
+):
+    # The test settings run django-q2 tasks inline, here when the row is committed.
+    with django_capture_on_commit_callbacks(execute=True):
+        execution = _create().execution
+    execution.refresh_from_db()
+    assert execution.status == "succeeded"
+    assert execution.outputs == {"answer": "Paris"}
+    assert execution.provider == echo_provider
+    assert (execution.input_tokens, execution.output_tokens, execution.success) == (7, 1, True)
+    assert execution.execution_time_s >= 0
+    assert execution.started_at <= execution.finished_at
+    assert execution.error_code == ""
+
+
+@pytest.mark.django_db
+def test_fallback_after_counted_failures_records_every_attempt(
+    qa, make_provider, echo_provider, broken_provider, django_capture_on_commit_callbacks
+):
+    make_provider(
+        "front", base_url="http://127.0.0.1:9/v1", fallbacks=(broken_provider, echo_provider)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        execution = _create(provider="front").execution
+    execution.refresh_from_db()
+    assert execution.status == "succeeded"
+    assert execution.provider == echo_provider
+    attempts = list(execution.provider_attempts.order_by("position"))
+    assert [(a.provider.name, a.outcome, a.counted_by_breaker) for a in attempts] == [
+        ("front", "failed", True),
+        ("broken", "failed", True),
+        ("echo", "succeeded", False),
+    ]
+    assert attempts[0].error_type == "LMTransportError"
+    assert attempts[1].error_type == "LMServerError"
+
+
+@pytest.mark.django_db
+def test_an_exhausted_chain_fails_with_an_aggregated_error(
+    qa, make_provider, broken_provider, django_capture_on_commit_callbacks
+):
+    make_provider("front", base_url="http://127.0.0.1:9/v1", fallbacks=(broken_provider,))
+    breakers.breaker_force_open(provider=broken_provider)
+    with django_capture_on_commit_callbacks(execute=True):
+        execution = _create(provider="front").execution
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_code, execution.success) == (
+        "failed",
+        "providers_exhausted",
+        False,
+    )
+    assert "front: LMTransportError" in execution.error_message
+    assert "broken: circuit breaker open" in execution.error_message
+    rejected = execution.provider_attempts.get(provider=broken_provider)
+    assert (rejected.outcome, rejected.error_code) == ("rejected", "circuit_open")
+
+
+@pytest.mark.django_db
+def test_an_uncounted_failure_fails_at_once_without_fallback(
+    qa, make_provider, echo_provider, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.delenv("EXECUTIONS_TEST_MISSING_KEY", raising=False)
+    make_provider(
+        "needs-key",
+        base_url="http://127.0.0.1:9/v1",
+        api_key_env="EXECUTIONS_TEST_MISSING_KEY",
+        fallbacks=(echo_provider,),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        execution = _create(provider="needs-key").execution
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_type, execution.error_code) == (
+        "failed",
+        "LMAuthError",
+        "auth",
+    )
+    assert execution.provider_attempts.count() == 1
+    breaker = CircuitBreaker.objects.get(provider__name="needs-key")
+    assert breaker.window == []
+
+
+@pytest.mark.django_db
+def test_cancel_only_queued_executions(qa, echo_provider, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        execution = _create().execution
+    execution_cancel(execution=execution)
+    assert execution.status == "cancelled"
+    assert execution_claim(execution_id=execution.id) is None
+    with pytest.raises(ExecutionNotCancellable):
+        execution_cancel(execution=execution)
+
+
+@pytest.mark.django_db
+def test_companions_of_the_same_provider_are_claimed_together(
+    qa, echo_provider, broken_provider, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        executions = [_create().execution for _ in range(4)]
+        _create(provider="broken")
+    claim = execution_claim(execution_id=executions[0].id)
+    companions = execution_claim_companions(claim=claim, limit=2)
+    assert [item.execution_id for item in companions] == [e.id for e in executions[1:3]]
+    assert Execution.objects.filter(status="queued").count() == 2
+
+
+@pytest.mark.django_db
+def test_a_late_worker_cannot_overwrite_a_reaped_execution(
+    qa, echo_provider, clock, settings, django_capture_on_commit_callbacks
+):
+    settings.EXECUTIONS_STALE_AFTER_S = 60
+    with django_capture_on_commit_callbacks(execute=False):
+        execution = _create().execution
+    claim = execution_claim(execution_id=execution.id, now=clock)
+    clock.advance(61)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        result = execution_reap_stale(now=clock)
+    assert result.requeued == [execution.id]
+    assert len(callbacks) == 1
+    # The first worker was only slow, not dead: its outcome no longer applies.
+    assert execution_process(claim=claim) == "succeeded"
+    execution.refresh_from_db()
+    assert execution.status == "queued"
+
+
+@pytest.mark.django_db
+def test_the_reaper_requeues_then_gives_up(
+    qa, echo_provider, clock, settings, django_capture_on_commit_callbacks
+):
+    settings.EXECUTIONS_STALE_AFTER_S = 60
+    settings.EXECUTIONS_MAX_RUN_ATTEMPTS = 2
+    with django_capture_on_commit_callbacks(execute=False):
+        execution = _create().execution
+    execution_claim(execution_id=execution.id, now=clock)
+    clock.advance(30)
+    assert execution_reap_stale(now=clock).requeued == []  # heartbeat still fresh
+    clock.advance(31)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert execution_reap_stale(now=clock).requeued == [execution.id]
+    execution_claim(execution_id=execution.id, now=clock)
+    clock.advance(61)
+    result = execution_reap_stale(now=clock)
+    assert result.failed == [execution.id]
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_code, execution.attempts) == (
+        "failed",
+        "worker_lost",
+        2,
+    )
+    assert "gave up after 2 attempts" in execution.error_message
+
+
+@pytest.mark.django_db
+def test_listing_executions_is_a_bounded_number_of_queries(qa, echo_provider, client):
+    for _ in range(3):
+        _create()
+    client.get("/api/v1/executions")
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/v1/executions")
+    assert response.status_code == 200
+    count = len(queries)
+    for _ in range(5):
+        _create()
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/api/v1/executions")
+    assert len(queries) == count
