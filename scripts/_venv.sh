@@ -34,3 +34,18 @@ ensure_venv() {
   rm -f .venv/.installed-*
   echo "${extras}" >"$stamp"
 }
+
+# MLX's Linux CPU wheel bundles the reference BLAS; Debian's OpenBLAS makes local inference
+# many times faster (see BENCHMARKS.md). Installed when running as root with apt; otherwise
+# the app runs without it and says so in the hardware report.
+ensure_fast_blas() {
+  [ "$(uname -s)" = Linux ] || return 0
+  ls /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> Installing OpenBLAS (libopenblas0-pthread) for fast local inference"
+    apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null
+  else
+    echo "    note: libopenblas0-pthread is not installed; local inference will be slower" >&2
+  fi
+}

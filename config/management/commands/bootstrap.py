@@ -35,7 +35,13 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Ready."))
 
     def _preparation_steps(self, *, skip_model: bool) -> list[tuple[str, str]]:
-        return []
+        steps = [
+            ("registry_load_library", "Loading the signature template library"),
+            ("executions_install_schedules", "Installing the periodic tasks (reaper)"),
+        ]
+        if not skip_model:
+            steps.append(("providers_install_default_model", "Installing the default local model"))
+        return steps
 
     def _step(self, label: str) -> None:
         self.stdout.write(f"==> {label}")

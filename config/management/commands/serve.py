@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from config import env
+from providers.mlx import blas
 
 
 class Command(BaseCommand):
@@ -82,7 +83,9 @@ class Command(BaseCommand):
             ],
         )
         self._spawn("tasks", [python, manage, "qcluster"])
-        self._spawn("inference", [python, manage, "qcluster"], {"Q_CLUSTER_NAME": "inference"})
+        # The fast BLAS has to be in the inference process before MLX is imported.
+        inference_env = {"Q_CLUSTER_NAME": "inference"} | blas.worker_environment()
+        self._spawn("inference", [python, manage, "qcluster"], inference_env)
 
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
         child_env = os.environ | {"PYTHONUNBUFFERED": "1"} | (extra_env or {})
