@@ -70,6 +70,7 @@ class LoadedModelInfo:
     optimize: bool
     applied_optimizations: tuple[str, ...]
     load_duration_s: float
+    requests_received: int
     requests_served: int
     largest_batch: int
 
@@ -144,8 +145,10 @@ class _ModelScheduler(threading.Thread):
         self.tokenizer_lock = threading.Lock()
         self.applied: tuple[str, ...] = ()
         self.load_duration_s = 0.0
+        self.requests_received = 0
         self.requests_served = 0
         self.largest_batch = 0
+        self._received_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._samplers: dict[tuple[float, float], Callable[[mx.array], mx.array]] = {}
         self._samplers_lock = threading.Lock()
@@ -162,6 +165,8 @@ class _ModelScheduler(threading.Thread):
             return self._samplers[key]
 
     def submit(self, request: _Request) -> GenerationResult:
+        with self._received_lock:
+            self.requests_received += 1
         self._queue.put(request)
         request.done.wait()
         if request.error is not None:
@@ -364,6 +369,7 @@ def _info(scheduler: _ModelScheduler) -> LoadedModelInfo:
         optimize=scheduler.optimize,
         applied_optimizations=scheduler.applied,
         load_duration_s=scheduler.load_duration_s,
+        requests_received=scheduler.requests_received,
         requests_served=scheduler.requests_served,
         largest_batch=scheduler.largest_batch,
     )

@@ -1,0 +1,86 @@
+"""The hardware report and the BLAS detection, in this process and in child processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from providers.hardware import DEQUANTIZED, cpu_optimizations, hardware_report
+from providers.mlx.blas import DISABLE_ENV, find_fast_blas, worker_environment
+
+FIELDS = {
+    "os": str,
+    "os_release": str,
+    "machine": str,
+    "apple_silicon": bool,
+    "mlx_backend": str,
+    "mlx_version": str,
+    "mlx_lm_version": str,
+    "memory_total_bytes": int,
+    "memory_available_bytes": int,
+    "cpu_count": int,
+    "fast_blas_in_use": bool,
+    "cpu_optimizations": list,
+}
+
+REPORT_SCRIPT = (
+    "import json; from providers.hardware import hardware_report; "
+    "print(json.dumps(hardware_report()))"
+)
+
+
+def test_report_has_every_field_and_is_json():
+    report = hardware_report()
+
+    for name, kind in FIELDS.items():
+        assert isinstance(report[name], kind), name
+    assert json.loads(json.dumps(report)) == report
+    assert report["mlx_backend"] in {"metal", "cuda", "cpu"}
+    assert 0 < report["memory_available_bytes"] <= report["memory_total_bytes"]
+    assert report["cpu_count"] >= 1
+
+
+def test_cpu_optimizations_follow_the_backend_and_the_memory():
+    report = hardware_report()
+    if report["mlx_backend"] != "cpu":
+        assert cpu_optimizations() == []
+        return
+    assert DEQUANTIZED in cpu_optimizations(dequantized_bytes=1 << 20)
+    # Weights that cannot fit stay quantized.
+    too_big = report["memory_total_bytes"] * 2
+    assert DEQUANTIZED not in cpu_optimizations(dequantized_bytes=too_big)
+
+
+def _child_report(env: dict[str, str]) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-c", REPORT_SCRIPT], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(completed.stdout)
+
+
+@pytest.mark.skipif(find_fast_blas() is None, reason="Debian's libopenblas0-pthread is missing")
+def test_worker_environment_gives_a_child_the_fast_blas():
+    environment = worker_environment()
+    assert str(find_fast_blas()) in environment["LD_PRELOAD"]
+    assert int(environment["OPENBLAS_NUM_THREADS"]) >= 1
+
+    report = _child_report(os.environ | environment)
+
+    assert report["fast_blas_in_use"] is True
+    assert report["blas_library"] == "openblas"
+    assert "openblas" in report["cpu_optimizations"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the bundled reference BLAS is Linux's")
+def test_fast_blas_can_be_switched_off_for_a_process(monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "0")
+    assert worker_environment() == {}
+    environment = {key: value for key, value in os.environ.items() if key != "LD_PRELOAD"}
+
+    report = _child_report(environment)
+
+    assert report["fast_blas_in_use"] is False
+    assert report["blas_library"] == "reference"
+    assert report["cpu_optimizations"] == [DEQUANTIZED]
