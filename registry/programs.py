@@ -170,7 +170,8 @@ def _type_spec(annotation: Any) -> dict[str, Any]:
         choices = list(typing.get_args(annotation))
         if choices and all(isinstance(choice, str) for choice in choices):
             return {"type": FieldType.LITERAL, "choices": choices}
-    shown = getattr(annotation, "__name__", None) or repr(annotation)
+    generic = typing.get_origin(annotation) is not None
+    shown = repr(annotation) if generic else getattr(annotation, "__name__", repr(annotation))
     raise UnsupportedSignature(
         f"type `{shown}` is outside the registry's types ({', '.join(FieldType.values)})"
     )

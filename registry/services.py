@@ -628,7 +628,7 @@ def _import_one(plan: _ImportPlan, *, authors: dict[str, Any], user: User) -> Im
 def _discovery_candidates(module: ModuleType) -> list[tuple[str, Any]]:
     """Module-level signatures, module classes and module instances, each object once."""
     candidates, seen = [], set()
-    for attribute, obj in sorted(vars(module).items()):
+    for attribute, obj in vars(module).items():  # definition order: the first name wins
         if attribute.startswith("_") or id(obj) in seen:
             continue
         is_signature = isinstance(obj, type) and issubclass(obj, dspy.Signature)
@@ -653,7 +653,7 @@ def _discovered_spec(module_name: str, attribute: str, obj: Any) -> tuple[str, d
             return name, signature_describe(obj) | {"module_kind": ModuleKind.PREDICT}
         required = [
             parameter.name
-            for parameter in inspect.signature(obj).parameters.values()
+            for parameter in list(inspect.signature(obj.__init__).parameters.values())[1:]
             if parameter.default is parameter.empty
             and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
         ]

@@ -1,0 +1,565 @@
+"""REST API of the signature registry (mounted under /api/v1/).
+
+Reading needs an authenticated client (an API key or a staff session); writing needs the
+model permission (`registry.add_signature`, `registry.add_signatureversion`,
+`registry.add_alias` and `registry.change_alias`, ...). Specs are validated by the registry's
+own rules (`registry.specs`), whose errors come back as a 400 keyed by field.
+"""
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import (
+    APIException,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
+from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from registry import selectors, services
+from registry.exceptions import (
+    AliasConflict,
+    AliasNotFound,
+    InvalidSpec,
+    RegistryError,
+    SignatureAlreadyExists,
+    SignatureNotFound,
+    VersionNotFound,
+)
+from registry.models import Alias, Signature, SignatureVersion
+from registry.specs import FieldType, ModuleKind
+
+# Serializers. Requests are validated by registry.specs (one set of rules for the API, the
+# admin, imports and discovery); the request serializers document their shape in the schema.
+
+
+class FieldSpecSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="A Python identifier, unique within the version.")
+    type = serializers.ChoiceField(choices=FieldType.choices)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    prefix = serializers.CharField(
+        required=False, allow_null=True, default=None, help_text="Optional prompt prefix."
+    )
+    choices = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="The allowed values; required for `literal`, forbidden otherwise.",
+    )
+
+
+class LmDefaultsSerializer(serializers.Serializer):
+    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
+    max_tokens = serializers.IntegerField(required=False, min_value=1)
+
+
+class VersionSpecSerializer(serializers.Serializer):
+    instructions = serializers.CharField(help_text="The task, as the model is told it.")
+    input_fields = FieldSpecSerializer(many=True)
+    output_fields = FieldSpecSerializer(many=True)
+    module_kind = serializers.ChoiceField(
+        choices=ModuleKind.choices, required=False, default=ModuleKind.PREDICT
+    )
+    lm_defaults = LmDefaultsSerializer(required=False)
+    compiled_state = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="DSPy program state from `module.dump_state()` (demos, instructions).",
+    )
+    changelog = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class SignatureCreateSerializer(serializers.Serializer):
+    name = serializers.RegexField(r"^[a-z][a-z0-9_]*$", max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    tags = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    version = VersionSpecSerializer(
+        required=False, help_text="Optional first version, created with the signature."
+    )
+
+
+class SignatureUpdateSerializer(serializers.Serializer):
+    description = serializers.CharField(required=False, allow_blank=True)
+    tags = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class AliasMoveSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, help_text="The version to point at.")
+    expected_version = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text=(
+            "Optional precondition: the version the alias points at now (null: the alias must "
+            "not exist yet). When it has moved meanwhile, the answer is 409 and nothing changes."
+        ),
+    )
+
+
+class AliasSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="version.number")
+    updated_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Alias
+        fields = ["name", "version", "updated_at", "updated_by"]
+
+    def get_updated_by(self, alias: Alias) -> str | None:
+        return alias.updated_by.get_username() if alias.updated_by else None
+
+
+class VersionSummarySerializer(serializers.ModelSerializer):
+    author = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SignatureVersion
+        fields = ["number", "module_kind", "content_hash", "changelog", "author", "created_at"]
+
+    def get_author(self, version: SignatureVersion) -> str | None:
+        return version.author.get_username() if version.author else None
+
+
+class VersionSerializer(VersionSummarySerializer):
+    signature = serializers.CharField(source="signature.name")
+    input_fields = FieldSpecSerializer(many=True)
+    output_fields = FieldSpecSerializer(many=True)
+    lm_defaults = LmDefaultsSerializer()
+    compiled_state = serializers.JSONField(allow_null=True)
+    aliases = serializers.SerializerMethodField(help_text="Aliases pointing at this version.")
+
+    class Meta:
+        model = SignatureVersion
+        fields = [
+            "signature",
+            "number",
+            "instructions",
+            "input_fields",
+            "output_fields",
+            "module_kind",
+            "lm_defaults",
+            "compiled_state",
+            "content_hash",
+            "changelog",
+            "author",
+            "created_at",
+            "aliases",
+        ]
+
+    def get_aliases(self, version: SignatureVersion) -> list[str]:
+        return sorted(alias.name for alias in version.aliases.all())
+
+
+class VersionCreatedSerializer(VersionSerializer):
+    created = serializers.BooleanField(
+        help_text="False when the spec was identical to the latest version: nothing was added."
+    )
+
+    class Meta(VersionSerializer.Meta):
+        fields = [*VersionSerializer.Meta.fields, "created"]
+
+
+class SignatureSerializer(serializers.ModelSerializer):
+    latest_version = serializers.SerializerMethodField()
+    aliases = serializers.SerializerMethodField(help_text="Alias name to version number.")
+
+    class Meta:
+        model = Signature
+        fields = [
+            "name",
+            "description",
+            "tags",
+            "latest_version",
+            "aliases",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_latest_version(self, signature: Signature) -> int | None:
+        versions = signature.versions.all()  # prefetched, newest first
+        return versions[0].number if versions else None
+
+    def get_aliases(self, signature: Signature) -> dict[str, int]:
+        return {alias.name: alias.version.number for alias in signature.aliases.all()}
+
+
+class SignatureDetailSerializer(SignatureSerializer):
+    versions = VersionSummarySerializer(many=True, help_text="Newest first.")
+    alias_details = AliasSerializer(many=True, source="aliases")
+
+    class Meta(SignatureSerializer.Meta):
+        fields = [*SignatureSerializer.Meta.fields, "versions", "alias_details"]
+
+
+ERROR = inline_serializer(
+    "RegistryError",
+    fields={"detail": serializers.CharField(), "code": serializers.CharField()},
+)
+
+
+# Errors: the registry's exceptions as HTTP answers, with their stable codes.
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def _api_exception(exc: RegistryError) -> APIException | None:
+    if isinstance(exc, InvalidSpec):
+        return ValidationError(exc.errors)
+    if isinstance(exc, SignatureAlreadyExists):
+        return ValidationError({"name": [str(exc)]}, code=exc.code)
+    if isinstance(exc, SignatureNotFound | VersionNotFound | AliasNotFound):
+        return NotFound({"detail": str(exc), "code": exc.code})
+    if isinstance(exc, AliasConflict):
+        return Conflict({"detail": str(exc), "code": exc.code})
+    return None
+
+
+class RegistryPermissions(DjangoModelPermissions):
+    """Reading needs an authenticated client; writing needs the model permission."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not hasattr(request.user, "has_perms"):
+            # API-key clients are not Django users: they may read, never write.
+            return bool(request.user.is_authenticated) and request.method in SAFE_METHODS
+        return super().has_permission(request, view)
+
+
+class AliasPermissions(RegistryPermissions):
+    # PUT creates the alias when it does not exist yet, so it needs both permissions.
+    perms_map = RegistryPermissions.perms_map | {
+        "PUT": ["%(app_label)s.add_%(model_name)s", "%(app_label)s.change_%(model_name)s"],
+    }
+
+
+class RegistryApi(generics.GenericAPIView):
+    permission_classes = [IsAuthenticated, RegistryPermissions]
+    filter_backends: list = []
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, RegistryError):
+            exc = _api_exception(exc) or exc
+        return super().handle_exception(exc)
+
+    def signature(self) -> Signature:
+        return selectors.signature_get(name=self.kwargs["name"])
+
+
+def _version_with_aliases(version: SignatureVersion) -> SignatureVersion:
+    return (
+        SignatureVersion.objects.select_related("signature", "author")
+        .prefetch_related("aliases")
+        .get(pk=version.pk)
+    )
+
+
+class SignatureListApi(RegistryApi):
+    queryset = Signature.objects.all()
+    serializer_class = SignatureSerializer
+
+    @extend_schema(
+        operation_id="registry_signatures_list",
+        parameters=[
+            OpenApiParameter("search", str, description="Matches name, description or tag."),
+            OpenApiParameter("tag", str, description="Signatures with this tag."),
+            OpenApiParameter(
+                "module_kind",
+                str,
+                enum=ModuleKind.values,
+                description="Signatures with a version of this module kind.",
+            ),
+            OpenApiParameter("alias", str, description="Signatures that have this alias."),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        """List and search signatures."""
+        queryset = selectors.signature_list(
+            search=request.query_params.get("search"),
+            tag=request.query_params.get("tag"),
+            module_kind=request.query_params.get("module_kind"),
+            alias=request.query_params.get("alias"),
+        )
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(SignatureSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="registry_signatures_create",
+        request=SignatureCreateSerializer,
+        responses={201: SignatureDetailSerializer, 400: OpenApiResponse(description="Invalid.")},
+        examples=[
+            OpenApiExample(
+                "A classifier with its first version",
+                request_only=True,
+                value={
+                    "name": "ticket_priority",
+                    "description": "Priority of a support ticket.",
+                    "tags": ["support"],
+                    "version": {
+                        "instructions": "Rate how urgent the ticket is.",
+                        "input_fields": [{"name": "ticket", "type": "str"}],
+                        "output_fields": [
+                            {
+                                "name": "priority",
+                                "type": "literal",
+                                "choices": ["low", "normal", "urgent"],
+                            }
+                        ],
+                        "module_kind": "Predict",
+                        "lm_defaults": {"temperature": 0.0},
+                    },
+                },
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        """Create a signature, optionally with its first version."""
+        data = _object(request.data)
+        version_spec = data.get("version")
+        if version_spec is not None and not request.user.has_perm("registry.add_signatureversion"):
+            raise PermissionDenied("Adding a version needs the add_signatureversion permission.")
+        with transaction.atomic():
+            signature = services.signature_create(
+                name=data.get("name"),
+                description=data.get("description", ""),
+                tags=data.get("tags"),
+                author=request.user,
+            )
+            if version_spec is not None:
+                version_spec = _object(version_spec, field="version")
+                try:
+                    services.signature_version_create(
+                        signature=signature,
+                        spec=version_spec,
+                        changelog=_text(version_spec.get("changelog"), field="changelog"),
+                        author=request.user,
+                    )
+                except InvalidSpec as exc:
+                    raise InvalidSpec({"version": exc.errors}) from exc
+        return Response(_signature_detail(signature.name), status=status.HTTP_201_CREATED)
+
+
+def _signature_detail(name: str) -> dict[str, Any]:
+    signature = selectors.signature_list().get(name=name)
+    return SignatureDetailSerializer(signature).data
+
+
+def _object(data: Any, *, field: str | None = None) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        message = "Expected a JSON object."
+        raise ValidationError({field: [message]} if field else {"non_field_errors": [message]})
+    return data
+
+
+def _text(value: Any, *, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError({field: ["Expected a string."]})
+    return value
+
+
+class SignatureDetailApi(RegistryApi):
+    queryset = Signature.objects.all()
+    serializer_class = SignatureDetailSerializer
+
+    @extend_schema(
+        operation_id="registry_signatures_retrieve",
+        responses={200: SignatureDetailSerializer, 404: ERROR},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        """A signature with its versions (newest first) and aliases."""
+        self.signature()
+        return Response(_signature_detail(name))
+
+    @extend_schema(
+        operation_id="registry_signatures_partial_update",
+        request=SignatureUpdateSerializer,
+        responses={200: SignatureDetailSerializer, 404: ERROR},
+    )
+    def patch(self, request: Request, name: str) -> Response:
+        """Change a signature's description or tags (its behaviour changes by versions)."""
+        data = _object(request.data)
+        unknown = sorted(set(data) - {"description", "tags"})
+        if unknown:
+            raise ValidationError(
+                {
+                    key: ["Not editable here; behaviour changes by adding a version."]
+                    for key in unknown
+                }
+            )
+        services.signature_update(
+            signature=self.signature(),
+            description=data.get("description"),
+            tags=data.get("tags"),
+        )
+        return Response(_signature_detail(name))
+
+
+class VersionListApi(RegistryApi):
+    queryset = SignatureVersion.objects.all()
+    serializer_class = VersionSerializer
+
+    @extend_schema(
+        operation_id="registry_versions_list",
+        responses={200: VersionSerializer(many=True), 404: ERROR},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        """Every version of a signature, newest first."""
+        queryset = (
+            SignatureVersion.objects.filter(signature=self.signature())
+            .select_related("signature", "author")
+            .prefetch_related("aliases")
+            .order_by("-number")
+        )
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(VersionSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="registry_versions_create",
+        request=VersionSpecSerializer,
+        responses={
+            201: VersionCreatedSerializer,
+            200: OpenApiResponse(
+                VersionCreatedSerializer,
+                description="Identical to the latest version: nothing created (`created` false).",
+            ),
+            400: OpenApiResponse(description="Field-level errors of the spec."),
+            404: ERROR,
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        """Add a version. A spec identical to the latest version creates nothing."""
+        data = _object(request.data)
+        result = services.signature_version_create(
+            signature=self.signature(),
+            spec=data,
+            changelog=_text(data.get("changelog"), field="changelog"),
+            author=request.user,
+        )
+        body = VersionSerializer(_version_with_aliases(result.version)).data
+        body["created"] = result.created
+        return Response(
+            body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        )
+
+
+class VersionDetailApi(RegistryApi):
+    queryset = SignatureVersion.objects.all()
+    serializer_class = VersionSerializer
+
+    @extend_schema(
+        operation_id="registry_versions_retrieve", responses={200: VersionSerializer, 404: ERROR}
+    )
+    def get(self, request: Request, name: str, number: int) -> Response:
+        """One version: its fields, instructions, module kind, state and hash."""
+        version = selectors.signature_version_get(signature=self.signature(), number=number)
+        return Response(VersionSerializer(_version_with_aliases(version)).data)
+
+
+class VersionResolveApi(RegistryApi):
+    queryset = SignatureVersion.objects.all()
+    serializer_class = VersionSerializer
+
+    @extend_schema(
+        operation_id="registry_versions_resolve",
+        parameters=[
+            OpenApiParameter(
+                "ref",
+                str,
+                description=(
+                    "A version number, an alias, or `latest`. Omitted: the `production` alias "
+                    "when set, else the latest version (what an execution without a version runs)."
+                ),
+            )
+        ],
+        responses={200: VersionSerializer, 404: ERROR},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        """The version a reference designates."""
+        version = selectors.signature_version_resolve(
+            name=name, ref=request.query_params.get("ref") or None
+        )
+        return Response(VersionSerializer(_version_with_aliases(version)).data)
+
+
+class AliasListApi(RegistryApi):
+    queryset = Alias.objects.all()
+    serializer_class = AliasSerializer
+    pagination_class = None
+
+    @extend_schema(
+        operation_id="registry_aliases_list",
+        responses={200: AliasSerializer(many=True), 404: ERROR},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        """The aliases of a signature. `latest` is implicit and never listed."""
+        aliases = Alias.objects.filter(signature=self.signature()).select_related(
+            "version", "updated_by"
+        )
+        return Response(AliasSerializer(aliases, many=True).data)
+
+
+class AliasDetailApi(RegistryApi):
+    queryset = Alias.objects.all()
+    serializer_class = AliasSerializer
+    permission_classes = [IsAuthenticated, AliasPermissions]
+
+    @extend_schema(
+        operation_id="registry_aliases_retrieve", responses={200: AliasSerializer, 404: ERROR}
+    )
+    def get(self, request: Request, name: str, alias: str) -> Response:
+        """One alias and the version it points at."""
+        found = (
+            Alias.objects.select_related("version", "updated_by")
+            .filter(signature=self.signature(), name=alias)
+            .first()
+        )
+        if found is None:
+            raise AliasNotFound(f"Signature '{name}' has no alias '{alias}'.")
+        return Response(AliasSerializer(found).data)
+
+    @extend_schema(
+        operation_id="registry_aliases_update",
+        request=AliasMoveSerializer,
+        responses={
+            200: AliasSerializer,
+            400: OpenApiResponse(description="Invalid."),
+            404: ERROR,
+            409: ERROR,
+        },
+    )
+    def put(self, request: Request, name: str, alias: str) -> Response:
+        """Set or move an alias to a version (row-locked; optionally compare-and-set)."""
+        serializer = AliasMoveSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        signature = self.signature()
+        version = selectors.signature_version_get(
+            signature=signature, number=serializer.validated_data["version"]
+        )
+        expected = serializer.validated_data.get("expected_version", services.ANY_VERSION)
+        result = services.alias_set(
+            signature=signature,
+            name=alias,
+            version=version,
+            user=request.user,
+            expected_version=expected,
+        )
+        return Response(AliasSerializer(result.alias).data)
+
+    @extend_schema(operation_id="registry_aliases_destroy", responses={204: None, 404: ERROR})
+    def delete(self, request: Request, name: str, alias: str) -> Response:
+        """Remove an alias."""
+        services.alias_remove(signature=self.signature(), name=alias, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
