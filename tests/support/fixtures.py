@@ -23,3 +23,15 @@ def tiny_quantized_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_gguf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model as a GGUF file, for the converter."""
     return build_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The real default model, installed (once, then cached) where the quick start puts it."""
+    from django.conf import settings
+
+    from providers.mlx.default_model import install_default_model
+
+    return install_default_model(
+        models_dir=Path(settings.VAR_DIR) / "models", progress=lambda _: None
+    )
