@@ -98,8 +98,18 @@ class SignatureForm(forms.ModelForm):
         fields = ["name", "description", "tags"]
 
 
+class LatestRowsFormSet(forms.BaseInlineFormSet):
+    """Read-only history rows, newest first, bounded so a long history stays one quick page."""
+
+    limit = 50
+
+    def get_queryset(self):
+        return super().get_queryset()[: self.limit]
+
+
 class VersionInline(admin.TabularInline):
     model = SignatureVersion
+    formset = LatestRowsFormSet
     fields = [
         "version_link",
         "module_kind",
@@ -113,7 +123,7 @@ class VersionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-    verbose_name_plural = "version history (newest first)"
+    verbose_name_plural = "version history (newest first, latest 50)"
     ordering = ["-number"]
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -146,12 +156,13 @@ class VersionInline(admin.TabularInline):
 
 class AliasChangeInline(admin.TabularInline):
     model = AliasChange
+    formset = LatestRowsFormSet
     fields = ["alias_name", "from_version", "to_version", "changed_by", "changed_at"]
     readonly_fields = fields
     extra = 0
     max_num = 0
     can_delete = False
-    verbose_name_plural = "alias history"
+    verbose_name_plural = "alias history (latest 50)"
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

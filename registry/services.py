@@ -12,6 +12,7 @@ import dspy
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from registry import library
@@ -46,7 +47,7 @@ from registry.specs import (
     version_spec_validate,
 )
 
-User = AbstractBaseUser | None
+MaybeUser = AbstractBaseUser | None
 
 # "Expect the alias to be absent" differs from "expect nothing": a sentinel marks the latter.
 ANY_VERSION: Any = object()
@@ -72,7 +73,7 @@ def version_spec_check(*, name: str, data: dict[str, Any] | VersionSpec) -> Vers
     return spec
 
 
-def _user_or_none(user: User) -> Any:
+def _user_or_none(user: MaybeUser) -> Any:
     # Only a stored user can be an author: not an anonymous user, not an API-key client.
     return user if getattr(user, "pk", None) is not None else None
 
@@ -83,7 +84,7 @@ def signature_create(
     name: str,
     description: str = "",
     tags: list[str] | None = None,
-    author: User = None,
+    author: MaybeUser = None,
 ) -> Signature:
     errors: dict[str, list[str]] = {}
     problem = name_problem(name)
@@ -136,7 +137,7 @@ def signature_version_create(
     signature: Signature,
     spec: dict[str, Any] | VersionSpec,
     changelog: str = "",
-    author: User = None,
+    author: MaybeUser = None,
     created_at: datetime | None = None,
 ) -> VersionCreateResult:
     """Add a version with the next number, unless it is identical to the latest one.
@@ -159,7 +160,7 @@ def signature_version_create(
     if created_at is not None:
         version.created_at = created_at
     version.save()
-    Signature.objects.filter(pk=locked.pk).update(updated_at=version.created_at)
+    Signature.objects.filter(pk=locked.pk).update(updated_at=timezone.now())
     return VersionCreateResult(version=version, created=True)
 
 
@@ -169,7 +170,7 @@ def alias_set(
     signature: Signature,
     name: str,
     version: SignatureVersion,
-    user: User = None,
+    user: MaybeUser = None,
     expected_version: int | None = ANY_VERSION,
 ) -> AliasSetResult:
     """Point alias ``name`` of ``signature`` at ``version``, creating the alias if needed.
@@ -220,7 +221,7 @@ def alias_set(
 
 
 @transaction.atomic
-def alias_remove(*, signature: Signature, name: str, user: User = None) -> None:
+def alias_remove(*, signature: Signature, name: str, user: MaybeUser = None) -> None:
     locked = Signature.objects.select_for_update().get(pk=signature.pk)
     alias = Alias.objects.select_related("version").filter(signature=locked, name=name).first()
     if alias is None:
@@ -366,7 +367,7 @@ class LoadOutcome:
 
 
 @transaction.atomic
-def library_load(*, entries: list[dict] | None = None, user: User = None) -> list[LoadOutcome]:
+def library_load(*, entries: list[dict] | None = None, user: MaybeUser = None) -> list[LoadOutcome]:
     """Load the template library idempotently.
 
     A missing signature is created with version 1, and its `production` alias points there.
@@ -376,7 +377,7 @@ def library_load(*, entries: list[dict] | None = None, user: User = None) -> lis
     """
     outcomes = []
     for entry in entries if entries is not None else library.SIGNATURES:
-        spec = version_spec_check(name=entry["name"], data=entry["spec"])
+        spec = version_spec_validate(entry["spec"])
         signature = Signature.objects.filter(name=entry["name"]).first()
         if signature is None:
             signature = signature_create(
@@ -563,7 +564,7 @@ def _import_conflicts(
     ]
 
 
-def registry_import(*, document: Any, user: User = None) -> list[ImportOutcome]:
+def registry_import(*, document: Any, user: MaybeUser = None) -> list[ImportOutcome]:
     """Import an export document: all of it or nothing.
 
     Everything is validated first (shapes, field specs, hashes, numbering, conflicts with the
@@ -575,8 +576,8 @@ def registry_import(*, document: Any, user: User = None) -> list[ImportOutcome]:
     usernames = {meta["author"] for plan in plans for _, _, meta in plan.versions} - {None}
     user_model = get_user_model()
     authors = {
-        user.get_username(): user
-        for user in user_model.objects.filter(**{f"{user_model.USERNAME_FIELD}__in": usernames})
+        found.get_username(): found
+        for found in user_model.objects.filter(**{f"{user_model.USERNAME_FIELD}__in": usernames})
     }
     outcomes = []
     with transaction.atomic():
@@ -585,7 +586,7 @@ def registry_import(*, document: Any, user: User = None) -> list[ImportOutcome]:
     return outcomes
 
 
-def _import_one(plan: _ImportPlan, *, authors: dict[str, Any], user: User) -> ImportOutcome:
+def _import_one(plan: _ImportPlan, *, authors: dict[str, Any], user: MaybeUser) -> ImportOutcome:
     notes: list[str] = []
     signature = Signature.objects.filter(name=plan.name).first()
     created_signature = signature is None
@@ -672,7 +673,7 @@ def _discovered_spec(module_name: str, attribute: str, obj: Any) -> tuple[str, d
 
 @transaction.atomic
 def signatures_discover(
-    *, module_path: str, name_prefix: str = "", dry_run: bool = False, user: User = None
+    *, module_path: str, name_prefix: str = "", dry_run: bool = False, user: MaybeUser = None
 ) -> list[LoadOutcome]:
     """Register every DSPy signature (and readable module) defined in a Python module.
 
@@ -706,7 +707,7 @@ def signatures_discover(
 
 
 def _discovered_register(
-    module_path: str, attribute: str, name: str, spec: VersionSpec, *, user: User
+    module_path: str, attribute: str, name: str, spec: VersionSpec, *, user: MaybeUser
 ) -> LoadOutcome:
     source = f"{module_path}.{attribute}"
     signature = Signature.objects.filter(name=name).first()

@@ -78,7 +78,7 @@ def test_signature_page_has_history_and_tools(admin_client_, library):
     page = admin_client_.get(reverse("admin:registry_signature_change", args=[signature.pk]))
     content = page.content.decode()
     assert page.status_code == 200
-    assert "version history (newest first)" in content.lower()
+    assert "version history (newest first, latest 50)" in content.lower()
     assert reverse("admin:registry_signatureversion_change", args=[library["qa"].pk]) in content
     assert "New version (draft from latest)" in content
     assert "alias history" in content.lower()
@@ -295,3 +295,13 @@ def test_staff_without_permissions_cannot_draft_or_alias(library, make_user):
     assert client.get(new_version).status_code == 403
     alias = reverse("admin:registry_signatureversion_alias", args=[version.pk])
     assert client.post(alias, {"name": "production"}).status_code == 403
+
+
+def test_history_inline_is_bounded(admin_client_, make_signature):
+    signature = make_signature("long", versions=55)
+    page = admin_client_.get(reverse("admin:registry_signature_change", args=[signature.pk]))
+    content = page.content.decode()
+    newest = signature.versions.get(number=55)
+    oldest = signature.versions.get(number=1)
+    assert reverse("admin:registry_signatureversion_change", args=[newest.pk]) in content
+    assert reverse("admin:registry_signatureversion_change", args=[oldest.pk]) not in content
