@@ -1,5 +1,6 @@
 """Deterministic engines of the executions tests, loaded by dotted path like an operator's."""
 
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +46,8 @@ class SlowEngine(EchoEngine):
 
     def complete(self, request):
         marker = Path(self.config.model)
-        marker.with_suffix(".started").touch()
+        # Tells the test which process to kill.
+        marker.with_suffix(".started").write_text(str(os.getpid()))
         while not marker.exists():
             time.sleep(0.05)
         return super().complete(request)
