@@ -1,0 +1,107 @@
+"""The operations console: read-only records, breaker state and actions."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from executions import breakers
+from executions.models import BreakerEvent, CircuitBreaker, Execution, ExecutionAttempt
+from executions.services import execution_create
+
+
+@pytest.fixture
+def admin_client(db):
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    browser = Client()
+    browser.force_login(user)
+    return browser
+
+
+@pytest.fixture
+def records(qa, echo_provider, broken_provider, make_provider, django_capture_on_commit_callbacks):
+    make_provider("front", base_url="http://127.0.0.1:9/v1", fallbacks=(echo_provider,))
+    with django_capture_on_commit_callbacks(execute=True):
+        execution = execution_create(
+            signature="qa", inputs={"question": "q", "level": 1}, provider="front"
+        ).execution
+    breakers.breaker_force_open(provider=broken_provider)
+    return execution
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", [Execution, ExecutionAttempt, CircuitBreaker, BreakerEvent])
+def test_pages_load_and_records_cannot_be_added(admin_client, records, model):
+    opts = model._meta
+    changelist = admin_client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+    assert changelist.status_code == 200
+    add = admin_client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
+    assert add.status_code == 403
+    instance = model.objects.first()
+    change = admin_client.get(
+        reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[instance.pk])
+    )
+    assert change.status_code == 200
+
+
+@pytest.mark.django_db
+def test_execution_records_are_read_only(admin_client, records):
+    url = reverse("admin:executions_execution_change", args=[records.pk])
+    page = admin_client.get(url)
+    assert b'name="status"' not in page.content
+    admin_client.post(url, {"status": "queued"})
+    records.refresh_from_db()
+    assert records.status == "succeeded"
+    delete = admin_client.get(reverse("admin:executions_execution_delete", args=[records.pk]))
+    assert delete.status_code == 403
+
+
+@pytest.mark.django_db
+def test_breaker_actions_call_the_services(admin_client, records, broken_provider):
+    breaker = CircuitBreaker.objects.get(provider=broken_provider)
+    changelist = reverse("admin:executions_circuitbreaker_changelist")
+    admin_client.post(changelist, {"action": "reset", "_selected_action": [breaker.pk]})
+    breaker.refresh_from_db()
+    assert (breaker.state, breaker.forced) == ("closed", False)
+    assert breaker.events.order_by("-at", "-id").first().reason == "reset by root"
+    admin_client.post(changelist, {"action": "force_open", "_selected_action": [breaker.pk]})
+    breaker.refresh_from_db()
+    assert (breaker.state, breaker.forced) == ("open", True)
+
+
+@pytest.mark.django_db
+def test_saving_a_breaker_changes_only_its_configuration(admin_client, records, broken_provider):
+    breaker = CircuitBreaker.objects.get(provider=broken_provider)
+    url = reverse("admin:executions_circuitbreaker_change", args=[breaker.pk])
+    page = admin_client.get(url)
+    assert b"forced open by an operator" in page.content
+    form = {
+        "failure_rate_threshold": 25,
+        "slow_call_rate_threshold": 100,
+        "slow_call_duration_s": 10,
+        "sliding_window_size": 8,
+        "minimum_calls": 4,
+        "open_duration_s": 15,
+        "half_open_permitted_calls": 2,
+        "half_open_max_wait_s": 60,
+    }
+    # Meanwhile a worker resets the breaker: the admin's save must not undo it.
+    breakers.breaker_reset(provider=broken_provider)
+    response = admin_client.post(url, form)
+    assert response.status_code == 302
+    breaker.refresh_from_db()
+    assert (breaker.state, breaker.sliding_window_size, breaker.failure_rate_threshold) == (
+        "closed",
+        8,
+        25,
+    )
+
+
+@pytest.mark.django_db
+def test_cancel_action(admin_client, qa, echo_provider, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        queued = execution_create(signature="qa", inputs={"question": "q", "level": 1}).execution
+    changelist = reverse("admin:executions_execution_changelist")
+    admin_client.post(changelist, {"action": "cancel_queued", "_selected_action": [queued.pk]})
+    queued.refresh_from_db()
+    assert queued.status == "cancelled"
