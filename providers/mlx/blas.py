@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from config import env
+
 # Debian's `libopenblas0-pthread` (the OpenMP build, `libopenblas0-openmp`, fights MLX's own
 # threads for the two cores). Multiarch directories for the architectures MLX ships for.
 DEBIAN_PACKAGE = "libopenblas0-pthread"
@@ -48,7 +50,7 @@ def find_fast_blas() -> Path | None:
 
 
 def _disabled() -> bool:
-    return os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off")
+    return not env.get_bool(DISABLE_ENV, default=True)
 
 
 def _thread_count() -> str:
@@ -66,12 +68,12 @@ def worker_environment() -> dict[str, str]:
     library = find_fast_blas()
     if library is None or _disabled():
         return {}
-    preload = os.environ.get("LD_PRELOAD", "")
+    preload = env.get("LD_PRELOAD") or ""
     if str(library) not in preload.split():
         preload = f"{library} {preload}".strip()
     return {
         "LD_PRELOAD": preload,
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", _thread_count()),
+        "OPENBLAS_NUM_THREADS": env.get("OPENBLAS_NUM_THREADS") or _thread_count(),
     }
 
 

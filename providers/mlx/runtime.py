@@ -10,7 +10,6 @@ Batching pays on the CPU because decoding one token is bound by per-operation ov
 arithmetic: eight sequences step in little more time than one (see BENCHMARKS.md).
 """
 
-import os
 import queue
 import threading
 import time
@@ -30,6 +29,7 @@ from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.utils import dequantize_model
 
+from config import env
 from providers.hardware import DEQUANTIZED, cpu_optimizations, mlx_backend
 
 # Requests stepped together at most. Eight covers the worker's concurrency; larger batches
@@ -92,7 +92,8 @@ _STOP = object()
 
 
 def _max_batch_size() -> int:
-    return max(1, int(os.environ.get(MAX_BATCH_SIZE_ENV, DEFAULT_MAX_BATCH_SIZE)))
+    # Read on every scheduling round, so a benchmark can switch batching off and on.
+    return max(1, env.get_int(MAX_BATCH_SIZE_ENV, DEFAULT_MAX_BATCH_SIZE))
 
 
 def _float32_bytes(model: nn.Module) -> int:
@@ -114,7 +115,11 @@ def _is_quantized(model: nn.Module) -> bool:
     return any(hasattr(module, "bits") for _name, module in model.named_modules())
 
 
-def _load(path: str, *, optimize: bool) -> tuple[nn.Module, Any, tuple[str, ...]]:
+def load_optimized(path: str, *, optimize: bool) -> tuple[nn.Module, Any, tuple[str, ...]]:
+    """Load a model directory as the cache does: (model, tokenizer, applied optimisations).
+
+    The schedulers call it; so does the benchmark, to time mlx-lm on exactly these weights.
+    """
     model, tokenizer = mlx_lm.load(path)
     applied: list[str] = []
     if optimize and mlx_backend() == "cpu":
@@ -183,7 +188,9 @@ class _ModelScheduler(threading.Thread):
         started = time.perf_counter()
         try:
             with _MLX_LOCK:
-                self.model, self.tokenizer, self.applied = _load(self.path, optimize=self.optimize)
+                self.model, self.tokenizer, self.applied = load_optimized(
+                    self.path, optimize=self.optimize
+                )
         except Exception as exc:
             self.load_error = ModelLoadError(f"cannot load the model at {self.path}: {exc}")
             self.load_error.__cause__ = exc
