@@ -3,6 +3,7 @@
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework_api_key.models import APIKey
 
 from executions import breakers
 from executions.exceptions import ExecutionNotCancellable, IdempotencyKeyReused, InvalidConfig
@@ -11,6 +12,7 @@ from executions.services import (
     execution_cancel,
     execution_claim,
     execution_claim_companions,
+    execution_config_validate,
     execution_create,
     execution_process,
     execution_reap_stale,
@@ -87,8 +89,6 @@ def test_a_disabled_provider_is_refused(qa, echo_provider):
     ],
 )
 def test_config_errors(config, field, code):
-    from executions.services import execution_config_validate
-
     with pytest.raises(InvalidConfig) as caught:
         execution_config_validate(config=config)
     assert caught.value.errors[field][0]["code"] == code
@@ -104,8 +104,6 @@ def test_the_same_idempotency_key_and_body_return_the_same_execution(qa, echo_pr
     with pytest.raises(IdempotencyKeyReused):
         _create(api_key=api_key[0], idempotency_key="k-1", inputs={**INPUTS, "level": 2})
     # Keys are scoped to their client: another key may reuse the name.
-    from rest_framework_api_key.models import APIKey
-
     other, _ = APIKey.objects.create_key(name="other")
     assert _create(api_key=other, idempotency_key="k-1").created
 
