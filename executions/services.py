@@ -215,8 +215,11 @@ def execution_create(
     try:
         with transaction.atomic():
             execution.save(force_insert=True)
+            # Robust: a broker outage must not turn the committed request into an error; the
+            # reaper enqueues rows that never got a task.
             transaction.on_commit(
-                lambda: execution_enqueue(execution_id=execution.id, provider_kind=chosen.kind)
+                lambda: execution_enqueue(execution_id=execution.id, provider_kind=chosen.kind),
+                robust=True,
             )
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
@@ -492,6 +495,16 @@ def execution_cancel(*, execution: Execution, now: Clock = timezone.now) -> Exec
 class ReapResult:
     requeued: list[uuid.UUID]
     failed: list[uuid.UUID]
+    enqueued: list[uuid.UUID]
+
+
+REAP_BATCH = 500
+
+
+def _enqueue_on_commit(execution_id: uuid.UUID, kind: str) -> None:
+    transaction.on_commit(
+        lambda: execution_enqueue(execution_id=execution_id, provider_kind=kind), robust=True
+    )
 
 
 @transaction.atomic
@@ -499,15 +512,23 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
     """Recover running executions whose worker stopped sending heartbeats (killed, lost).
 
     Each goes back to the queue while it has claims left (`EXECUTIONS_MAX_RUN_ATTEMPTS`), else
-    fails with the code `worker_lost`.
+    fails with the code `worker_lost`. Queued executions that never got a task (the broker was
+    unreachable when they were committed) are enqueued again.
     """
     moment = now()
     stale_after = settings.EXECUTIONS_STALE_AFTER_S
     threshold = moment - timedelta(seconds=stale_after)
     max_attempts = settings.EXECUTIONS_MAX_RUN_ATTEMPTS
+    orphans = list(
+        Execution.objects.filter(
+            status=Execution.Status.QUEUED, task_id="", queued_at__lt=threshold
+        ).values_list("id", "requested_provider__kind")[:REAP_BATCH]
+    )
+    for execution_id, kind in orphans:
+        _enqueue_on_commit(execution_id, kind)
     stale = Execution.objects.filter(
         status=Execution.Status.RUNNING, heartbeat_at__lt=threshold
-    ).values_list("id", "attempts", "requested_provider__kind")
+    ).values_list("id", "attempts", "requested_provider__kind")[:REAP_BATCH]
     requeued: list[uuid.UUID] = []
     failed: list[uuid.UUID] = []
     for execution_id, attempts, kind in stale:
@@ -518,13 +539,11 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
             heartbeat_at__lt=threshold,
         )
         if attempts < max_attempts:
-            if guarded.update(status=Execution.Status.QUEUED, heartbeat_at=None, started_at=None):
+            if guarded.update(
+                status=Execution.Status.QUEUED, heartbeat_at=None, started_at=None, task_id=""
+            ):
                 requeued.append(execution_id)
-                transaction.on_commit(
-                    lambda execution_id=execution_id, kind=kind: execution_enqueue(
-                        execution_id=execution_id, provider_kind=kind
-                    )
-                )
+                _enqueue_on_commit(execution_id, kind)
         elif guarded.update(
             status=Execution.Status.FAILED,
             finished_at=moment,
@@ -540,10 +559,12 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
             ),
         ):
             failed.append(execution_id)
-    if requeued or failed:
+    enqueued = [execution_id for execution_id, _ in orphans]
+    if requeued or failed or enqueued:
         logger.warning(
-            "Reaped stale executions: requeued %s, failed %s",
+            "Reaped executions: requeued %s, failed %s, enqueued again %s",
             [str(item) for item in requeued],
             [str(item) for item in failed],
+            [str(item) for item in enqueued],
         )
-    return ReapResult(requeued=requeued, failed=failed)
+    return ReapResult(requeued=requeued, failed=failed, enqueued=enqueued)

@@ -96,4 +96,7 @@ def execution_run(execution_id: str) -> str:
 def execution_reap_stale() -> str:
     """Scheduled: recover running executions whose worker stopped sending heartbeats."""
     result = services.execution_reap_stale()
-    return f"requeued {len(result.requeued)}, failed {len(result.failed)}"
+    return (
+        f"requeued {len(result.requeued)}, failed {len(result.failed)}, "
+        f"enqueued again {len(result.enqueued)}"
+    )

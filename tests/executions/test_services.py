@@ -287,3 +287,34 @@ def test_listing_executions_is_a_bounded_number_of_queries(qa, echo_provider, cl
     with CaptureQueriesContext(connection) as queries:
         client.get("/api/v1/executions")
     assert len(queries) == count
+
+
+@pytest.mark.django_db
+def test_a_queued_execution_that_never_got_a_task_is_enqueued_again(
+    qa, echo_provider, clock, settings, django_capture_on_commit_callbacks
+):
+    settings.EXECUTIONS_STALE_AFTER_S = 60
+    with django_capture_on_commit_callbacks(execute=False):
+        execution = _create().execution  # as if the broker had been unreachable
+    Execution.objects.filter(id=execution.id).update(queued_at=clock())
+    clock.advance(61)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = execution_reap_stale(now=clock)
+    assert result.enqueued == [execution.id]
+    execution.refresh_from_db()
+    assert execution.status == "succeeded"
+    assert execution.task_id
+
+
+@pytest.mark.django_db
+def test_a_broker_outage_does_not_fail_the_request(
+    qa, echo_provider, django_capture_on_commit_callbacks, monkeypatch
+):
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr("executions.services.async_task", unreachable)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = _create()
+    execution = Execution.objects.get(id=result.execution.id)
+    assert (execution.status, execution.task_id) == ("queued", "")
