@@ -368,3 +368,13 @@ def test_the_schema_describes_the_executions_api(client):
     ):
         assert path in paths
     assert "ApiKeyAuth" in schema["components"]["securitySchemes"]
+
+
+@pytest.mark.django_db
+def test_invalid_filters_are_a_400(client):
+    data = _error(client.get("/api/v1/executions", {"status": "bogus"}), 400, "invalid_request")
+    assert data["errors"]["status"][0]["code"] == "invalid_choice"
+    data = _error(
+        client.get("/api/v1/executions", {"queued_after": "yesterday"}), 400, "invalid_request"
+    )
+    assert data["errors"]["queued_after"][0]["code"] == "invalid"
