@@ -584,6 +584,10 @@ class ExecuteBatchView(ExecutionsAPIView):
                     "execution": ExecutionSerializer(execution, context={"request": request}).data,
                 }
             items.append(outcome)
+        # A replayed batch (same Idempotency-Key) reports the batch its executions belong to.
+        batch_id = next(
+            (item["execution"]["batch_id"] for item in items if "execution" in item), batch_id
+        )
         http_status = status.HTTP_202_ACCEPTED if pending else status.HTTP_200_OK
         return Response({"batch_id": batch_id, "items": items}, status=http_status)
 

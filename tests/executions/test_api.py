@@ -264,6 +264,7 @@ def test_batch_idempotency(qa, echo_provider, client):
     again = client.post(BATCH, body, format="json", HTTP_IDEMPOTENCY_KEY="b-1").json()
     ids = [item["execution"]["id"] for item in first["items"]]
     assert [item["execution"]["id"] for item in again["items"]] == ids
+    assert again["batch_id"] == first["batch_id"]
     assert Execution.objects.count() == 2
 
 
