@@ -63,10 +63,21 @@ def test_system_line_says_what_typed_outputs_look_like(adapter):
     system = adapter.format_system_message(Review)
     assert "\n" not in system
     assert system == (
-        "Classify the review. sentiment: one of positive, negative, neutral. "
-        "count: a whole number. score: a number. keywords: a comma-separated list. "
-        "is_question: yes or no."
+        "Classify the review. count: a whole number. score: a number. "
+        "keywords: a comma-separated list. is_question: yes or no."
     )
+
+
+def test_choices_are_listed_after_the_inputs(adapter):
+    assert adapter.format_user_message_content(Review, {"text": "Fine."}) == (
+        "text: Fine.\nChoose the sentiment from: positive, negative, neutral."
+    )
+
+
+def test_a_dict_value_is_prefilled_with_an_opening_brace(adapter):
+    messages = adapter.format(Extraction, demos=[], inputs={"text": "t"})
+    assert messages[-1] == {"role": "assistant", "content": "data: {"}
+    assert adapter._generated_line(dict, '"a": 1}\nmore') == '{"a": 1}'
 
 
 def test_inputs_are_name_value_lines(adapter):
@@ -189,8 +200,8 @@ def test_field_by_field_generation(adapter, scripted_lm):
     ]
     configs = [config for _, _, config in ScriptedEngine.requests]
     assert all(config.stop == ("\n",) for config in configs)
-    # Short values get a short token budget; free text keeps the LM's.
-    assert [config.max_tokens for config in configs] == [16, 16, 16, None, 16]
+    # Short values get a short token budget, other values one line's worth.
+    assert [config.max_tokens for config in configs] == [16, 16, 16, 128, 16]
 
 
 def test_chain_of_thought_writes_reasoning_first(adapter, scripted_lm):
