@@ -10,6 +10,7 @@ Batching pays on the CPU because decoding one token is bound by per-operation ov
 arithmetic: eight sequences step in little more time than one (see BENCHMARKS.md).
 """
 
+import os
 import queue
 import threading
 import time
@@ -299,12 +300,38 @@ _cache: dict[tuple[str, bool], _ModelScheduler] = {}
 _cache_lock = threading.Lock()
 
 
+# Whether this process has run MLX through the runtime; inherited by forked children.
+_mlx_used = False
+_forked_after_use = False
+
+
+def _forget_after_fork() -> None:
+    # A forked child inherits the cache but not the scheduler threads, nor MLX's own stream
+    # threads: once the parent has run MLX, evaluation in the child hangs forever. Make that
+    # a clear error instead (django-q2 forks its workers: load models inside the workers).
+    global _cache_lock, _MLX_LOCK, _forked_after_use
+    _forked_after_use = _mlx_used
+    _cache.clear()
+    _cache_lock = threading.Lock()
+    _MLX_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _scheduler(model_path: str, *, optimize: bool) -> _ModelScheduler:
     """The scheduler of a loaded model, loading it on first use (one load per key)."""
+    if _forked_after_use:
+        raise GenerationError(
+            "this process was forked from one that had run MLX, which cannot work in the"
+            " child: load models only after the fork"
+        )
     path = Path(model_path).expanduser().resolve()
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"no model directory at {model_path} (config.json missing)")
     key = (str(path), optimize)
+    global _mlx_used
+    _mlx_used = True
     with _cache_lock:
         scheduler = _cache.get(key)
         if scheduler is None:
@@ -361,6 +388,8 @@ def generate(
     scheduler = _scheduler(model_path, optimize=optimize)
     with scheduler.tokenizer_lock:
         prompt = _prompt(scheduler.tokenizer, messages, assistant_prefix)
+    if not prompt:
+        raise ValueError("the prompt is empty")
     request = _Request(
         prompt=prompt,
         max_tokens=max_tokens,

@@ -4,6 +4,7 @@ The tiny model's greedy output is gibberish but deterministic, which is all thes
 they compare runs with each other, never with expected prose.
 """
 
+import multiprocessing
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ from providers.mlx import runtime
 from providers.mlx.blas import blas_status
 from providers.mlx.runtime import (
     MAX_BATCH_SIZE_ENV,
+    GenerationError,
     GenerationResult,
     ModelLoadError,
     generate,
@@ -257,3 +259,23 @@ def test_many_threads_get_their_own_answers(tiny_model_dir):
     results = _run_concurrently(tiny_model_dir, requests, hold_scheduler=False)
 
     assert [r.text for r in results] == expected
+
+
+def _ask_in_forked_child(model_dir, answers) -> None:
+    try:
+        answers.put(_ask(model_dir, max_tokens=2).text)
+    except GenerationError as exc:
+        answers.put(f"GenerationError: {exc}")
+
+
+def test_a_child_forked_after_mlx_ran_gets_an_error_not_a_hang(tiny_model_dir):
+    _ask(tiny_model_dir, max_tokens=2)
+    unload_all()
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=_ask_in_forked_child, args=(tiny_model_dir, answers))
+    child.start()
+    answer = answers.get(timeout=60)
+    child.join(timeout=10)
+
+    assert answer.startswith("GenerationError: this process was forked")
