@@ -252,7 +252,7 @@ and end: {load[0]:.2f} / {load[1]:.2f}. Model: SmolLM2-135M-Instruct converted f
 Compact prompt ({question["prompt_tokens"]} tokens, assistant turn pre-filled with `answer:`,
 stop at a line break): {question["latency_s"] * 1000:.0f} ms median
 (runs: {", ".join(f"{run * 1000:.0f}" for run in question["latency_runs"])} ms), answer
-{question["answer"]!r}, {question["completion_tokens"]} tokens, peak memory
+{question["answer"]!r} ({question["completion_tokens"]} generated tokens), peak memory
 {question["peak_memory_mb"]:.0f} MB. Without the CPU optimisations:
 {baseline["short_question"]["latency_s"] * 1000:.0f} ms.
 Target under {LATENCY_TARGET_S * 1000:.0f} ms: **{"met" if latency_ok else "not met"}**.
