@@ -6,8 +6,9 @@ it loads the model, and it runs mlx-lm's continuous-batching `BatchGenerator`, a
 requests as they arrive and stepping all of them together. Callers (any thread) tokenize
 their prompt, queue a request and wait for its result.
 
-Batching pays on the CPU because decoding one token is bound by per-operation overhead, not
-arithmetic: eight sequences step in little more time than one (see BENCHMARKS.md).
+Batching pays on the CPU because decoding one token is bound by reading every weight from
+memory (and by per-operation overhead), not by arithmetic: a batch shares both, so eight
+sequences step in little more time than one (see BENCHMARKS.md).
 """
 
 import os
@@ -39,7 +40,6 @@ DEFAULT_MAX_BATCH_SIZE = 8
 MAX_BATCH_SIZE_ENV = "DSPY_TOOLKIT_MLX_MAX_BATCH"
 
 FINISH_STOP = "stop"
-FINISH_LENGTH = "length"
 
 # Held around every MLX call of every scheduler: models loaded side by side in one process
 # take turns instead of driving MLX from two threads.
@@ -126,7 +126,7 @@ def load_optimized(path: str, *, optimize: bool) -> tuple[nn.Module, Any, tuple[
     if optimize and mlx_backend() == "cpu":
         planned = cpu_optimizations(dequantized_bytes=_float32_bytes(model))
         # MLX's quantized CPU kernels are generic loops; float32 weights go through the
-        # BLAS instead, several times faster with a fast one and no slower without.
+        # fast BLAS instead (prefill about 10x, decode about 1.5x faster, BENCHMARKS.md).
         if DEQUANTIZED in planned and _is_quantized(model):
             model = dequantize_model(model)
             model.set_dtype(mx.float32)
