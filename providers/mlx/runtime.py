@@ -156,6 +156,11 @@ class _ModelScheduler(threading.Thread):
         self.largest_batch = 0
         self._received_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Owned by the scheduler thread: requests in the batch (by generator uid), being
+        # inserted into it, and waiting for room.
+        self._active: dict[int, _Request] = {}
+        self._waiting: deque[_Request] = deque()
+        self._admitting: list[_Request] = []
         self._samplers: dict[tuple[float, float], Callable[[mx.array], mx.array]] = {}
         self._samplers_lock = threading.Lock()
 
@@ -211,64 +216,85 @@ class _ModelScheduler(threading.Thread):
         )
 
     def _serve(self) -> None:
-        generator: BatchGenerator | None = None
-        active: dict[int, _Request] = {}
-        waiting: deque[_Request] = deque()
-        stopping = False
+        try:
+            self._schedule()
+        finally:
+            # Whatever ended the loop, nobody may be left waiting for an answer.
+            self._fail(GenerationError("the model's scheduler stopped"))
+
+    def _fail(self, error: GenerationError, *, waiting_too: bool = True) -> None:
+        failed = [*self._active.values(), *self._admitting]
+        if waiting_too:
+            failed += self._waiting
+            self._waiting.clear()
+        for request in failed:
+            request.error = error
+            request.done.set()
+        self._active.clear()
+        self._admitting.clear()
+
+    def _take_queued(self, *, block: bool) -> bool:
+        """Move queued requests to the waiting line; return False once asked to stop."""
+        running = True
         while True:
-            if not active and not waiting:
-                if stopping:
-                    return
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                waiting.append(item)
+            try:
+                item = self._queue.get(block=block)
+            except queue.Empty:
+                return running
+            block = False
+            if item is _STOP:
+                running = False
+            else:
+                self._waiting.append(item)
+
+    def _schedule(self) -> None:
+        generator: BatchGenerator | None = None
+        running = True
+        while running or self._active or self._waiting:
+            if not self._active and not self._waiting:
+                running = self._take_queued(block=True)
                 # A new busy period: peak memory is reported per period, which bounds the
                 # peak of every request that ran in it.
                 mx.reset_peak_memory()
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                else:
-                    waiting.append(item)
+            else:
+                running = self._take_queued(block=False) and running
+            if not self._active and not self._waiting:
+                continue
             try:
-                if generator is None:
-                    generator = self._new_generator()
-                admit = min(len(waiting), _max_batch_size() - len(active))
-                if admit > 0:
-                    admitted = [waiting.popleft() for _ in range(admit)]
-                    uids = generator.insert(
-                        [request.prompt for request in admitted],
-                        max_tokens=[request.max_tokens for request in admitted],
-                        samplers=[request.sampler for request in admitted],
-                    )
-                    active.update(zip(uids, admitted, strict=True))
-                    self.largest_batch = max(self.largest_batch, len(active))
                 with _MLX_LOCK:
-                    _prompt_responses, responses = generator.next()
-                for response in responses:
-                    request = active[response.uid]
-                    if not self._advance(request, response.token, response.finish_reason):
-                        continue
-                    del active[response.uid]
-                    if response.finish_reason is None:
-                        # Ended by a stop sequence: the generator still holds it.
-                        generator.remove([response.uid])
+                    generator = generator or self._new_generator()
+                    self._step(generator)
             except Exception as exc:
                 error = GenerationError(f"generation failed: {exc}")
                 error.__cause__ = exc
-                for request in active.values():
-                    request.error = error
-                    request.done.set()
-                active.clear()
+                self._fail(error, waiting_too=False)
                 generator = None
-            if not active and not waiting and generator is not None:
+            if not self._active and not self._waiting and generator is not None:
                 generator.close()
                 generator = None
+
+    def _step(self, generator: BatchGenerator) -> None:
+        """Admit waiting requests up to the batch size, then advance the batch one step."""
+        admit = min(len(self._waiting), _max_batch_size() - len(self._active))
+        if admit > 0:
+            self._admitting = [self._waiting.popleft() for _ in range(admit)]
+            uids = generator.insert(
+                [request.prompt for request in self._admitting],
+                max_tokens=[request.max_tokens for request in self._admitting],
+                samplers=[request.sampler for request in self._admitting],
+            )
+            self._active.update(zip(uids, self._admitting, strict=True))
+            self._admitting = []
+            self.largest_batch = max(self.largest_batch, len(self._active))
+        _prompt_responses, responses = generator.next()
+        for response in responses:
+            request = self._active[response.uid]
+            if not self._advance(request, response.token, response.finish_reason):
+                continue
+            del self._active[response.uid]
+            if response.finish_reason is None:
+                # Ended by a stop sequence: the generator still holds it.
+                generator.remove([response.uid])
 
     def _advance(self, request: _Request, token: int, finish_reason: str | None) -> bool:
         """Take one generated token; finish the request and return True when it is done."""
