@@ -326,13 +326,18 @@ class CompactAdapter(dspy.Adapter):
         ]
         return [item.rstrip(".") for item in items if item.rstrip(".")]
 
-    def _field_kwargs(self, lm_kwargs: dict[str, Any], annotation: Any) -> dict[str, Any]:
+    def _field_kwargs(
+        self, lm: dspy.BaseLM, lm_kwargs: dict[str, Any], annotation: Any
+    ) -> dict[str, Any]:
         kwargs = dict(lm_kwargs)
-        stop = kwargs.get("stop") or []
+        # Call settings replace the LM's own for the call, so the LM's stop sequences and
+        # token budget are merged in here rather than lost.
+        defaults = getattr(lm, "kwargs", {})
+        stop = kwargs.get("stop") or defaults.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         kwargs["stop"] = [*stop, "\n"] if "\n" not in stop else stop
         cap = SHORT_VALUE_MAX_TOKENS if _short_value(annotation) else LINE_MAX_TOKENS
-        limit = kwargs.get("max_tokens")
+        limit = kwargs.get("max_tokens") or defaults.get("max_tokens")
         kwargs["max_tokens"] = min(limit, cap) if limit else cap
         return kwargs
 
@@ -365,7 +370,9 @@ class CompactAdapter(dspy.Adapter):
         for name, field in signature.output_fields.items():
             messages = self.field_messages(signature, demos, inputs, generated, name)
             with adapter_message_call(lm, messages):
-                outputs = lm(messages=messages, **self._field_kwargs(lm_kwargs, field.annotation))
+                outputs = lm(
+                    messages=messages, **self._field_kwargs(lm, lm_kwargs, field.annotation)
+                )
             line = self._generated_line(field.annotation, self._completion_text(outputs))
             values[name] = self.parse_field(signature, name, line)
             generated[name] = line
@@ -386,7 +393,7 @@ class CompactAdapter(dspy.Adapter):
             messages = self.field_messages(signature, demos, inputs, generated, name)
             with adapter_message_call(lm, messages):
                 outputs = await lm.acall(
-                    messages=messages, **self._field_kwargs(lm_kwargs, field.annotation)
+                    messages=messages, **self._field_kwargs(lm, lm_kwargs, field.annotation)
                 )
             line = self._generated_line(field.annotation, self._completion_text(outputs))
             values[name] = self.parse_field(signature, name, line)

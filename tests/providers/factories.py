@@ -16,3 +16,5 @@ class ProviderFactory(factory.django.DjangoModelFactory):
     model = "scripted"
     engine_path = SCRIPTED_ENGINE
     max_tokens = 32
+    # The scripted engine answers the compact adapter's field pre-fills.
+    adapter = Provider.Adapter.COMPACT
