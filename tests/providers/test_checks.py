@@ -1,0 +1,66 @@
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.db import connection
+
+from providers.checks import check_providers
+from providers.models import Provider
+from tests.providers.factories import ProviderFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def ids() -> list[str]:
+    return [message.id for message in check_providers()]
+
+
+def test_no_provider_is_not_an_error():
+    assert check_providers() == []
+    call_command("check")
+
+
+def test_openai_key_variable_unset(monkeypatch):
+    monkeypatch.delenv("CHECKS_TEST_KEY", raising=False)
+    ProviderFactory(
+        kind="openai", base_url="http://h/v1", api_key_env="CHECKS_TEST_KEY", engine_path=""
+    )
+    [message] = check_providers()
+    assert message.id == "providers.E001"
+    assert message.level == checks.ERROR
+    assert "CHECKS_TEST_KEY" in message.msg
+    monkeypatch.setenv("CHECKS_TEST_KEY", "secret-value")
+    assert check_providers() == []
+
+
+def test_mlx_directory_missing(tmp_path):
+    ProviderFactory(kind="mlx", model=str(tmp_path / "gone"), engine_path="")
+    assert ids() == ["providers.E002"]
+
+
+def test_openai_without_base_url():
+    ProviderFactory(kind="openai", base_url="", engine_path="")
+    assert ids() == ["providers.E003"]
+
+
+def test_custom_engine_not_importable():
+    ProviderFactory(engine_path="gone.module.Engine")
+    assert ids() == ["providers.E004"]
+
+
+def test_disabled_providers_are_not_checked(tmp_path):
+    ProviderFactory(kind="mlx", model=str(tmp_path / "gone"), engine_path="", enabled=False)
+    assert ids() == []
+
+
+def test_valid_providers_pass(tiny_model_dir):
+    ProviderFactory(kind="mlx", model=str(tiny_model_dir), engine_path="")
+    ProviderFactory()
+    assert ids() == []
+
+
+def test_missing_table_is_skipped():
+    # Before migrations run the table is absent: the check must pass without querying it.
+    # PostgreSQL DDL is transactional, so the test's rollback brings the tables back.
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {Provider._meta.db_table} CASCADE")
+    assert check_providers() == []
