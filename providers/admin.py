@@ -96,6 +96,9 @@ class ProviderAdmin(admin.ModelAdmin):
 
     def save_formset(self, request, form, formset, change) -> None:
         if isinstance(formset, FallbackFormSet):
+            # Without committing: it records the added, changed and deleted rows for the
+            # admin's change message; the service then rewrites the list as a whole.
+            formset.save(commit=False)
             services.provider_set_fallbacks(
                 provider=form.instance, fallbacks=formset.ordered_fallbacks()
             )
