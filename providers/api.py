@@ -10,13 +10,15 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import OpenApiTypes, extend_schema
-from rest_framework import generics, serializers
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers import selectors, services
+from providers.exceptions import ProviderInUse
 from providers.models import Provider
 
 
@@ -108,6 +110,17 @@ class ProviderSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(exc.message_dict) from exc
 
 
+class ProviderErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
 class ProviderPermissions(DjangoModelPermissions):
     """Reading needs an authenticated client; writing needs the model permission."""
 
@@ -139,8 +152,15 @@ class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
         with transaction.atomic():
             serializer.save()
 
+    @extend_schema(responses={204: None, 409: ProviderErrorSerializer})
+    def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().delete(request, *args, **kwargs)
+
     def perform_destroy(self, provider: Provider) -> None:
-        services.provider_delete(provider=provider)
+        try:
+            services.provider_delete(provider=provider)
+        except ProviderInUse as exc:
+            raise Conflict({"detail": str(exc), "code": exc.code}) from exc
 
 
 class HardwareApi(APIView):

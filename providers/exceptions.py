@@ -37,6 +37,17 @@ class ProviderDisabled(ProviderError):
         super().__init__(f"The provider {name!r} is disabled.")
 
 
+class ProviderInUse(ProviderError):
+    code = "provider_in_use"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"The provider {name!r} is referenced by recorded executions and cannot be deleted; "
+            "disable it instead."
+        )
+
+
 class LMMalformedResponseError(dspy.LMServerError):
     """An OpenAI-compatible endpoint answered with a body that is not the JSON it promised.
 

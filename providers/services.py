@@ -10,6 +10,7 @@ from typing import Any
 import dspy
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import ProtectedError
 
 from providers.engines import (
     EngineConfig,
@@ -19,6 +20,7 @@ from providers.engines import (
     engine_class_import,
     engine_contract_problems,
 )
+from providers.exceptions import ProviderInUse
 from providers.models import Provider, ProviderFallback
 from providers.selectors import DEFAULT_PROVIDER_NAME
 
@@ -214,7 +216,11 @@ def provider_set_fallbacks(*, provider: Provider, fallbacks: list[Provider]) -> 
 
 @transaction.atomic
 def provider_delete(*, provider: Provider) -> None:
-    provider.delete()
+    """Delete a provider (and the fallback links to and from it) unless records point at it."""
+    try:
+        provider.delete()
+    except ProtectedError as exc:
+        raise ProviderInUse(provider.name) from exc
 
 
 @transaction.atomic

@@ -191,3 +191,25 @@ def test_superuser_can_write(client):
     client.force_login(User.objects.create_superuser("root", "r@example.com", "x"))
     response = client.post("/api/v1/providers/", custom_payload(), content_type="application/json")
     assert response.status_code == 201
+
+
+def test_a_provider_with_recorded_executions_cannot_be_deleted(operator_client):
+    from executions.models import Execution
+    from registry.services import signature_create, signature_version_create
+
+    provider = ProviderFactory(name="busy")
+    signature = signature_create(name="qa", description="Questions.")
+    created = signature_version_create(
+        signature=signature,
+        spec={
+            "instructions": "Answer.",
+            "input_fields": [{"name": "question", "type": "str", "description": "Q."}],
+            "output_fields": [{"name": "answer", "type": "str", "description": "A."}],
+            "module_kind": "Predict",
+        },
+    )
+    Execution.objects.create(signature_version=created.version, requested_provider=provider)
+    response = operator_client.delete("/api/v1/providers/busy/")
+    assert response.status_code == 409
+    assert response.json()["code"] == "provider_in_use"
+    assert Provider.objects.filter(name="busy").exists()
