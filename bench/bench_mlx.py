@@ -150,15 +150,21 @@ def _concurrent(model_path: str, *, optimize: bool, clients: int) -> float:
 def _concurrency(model_path: str, *, optimize: bool) -> dict:
     from providers.mlx.runtime import MAX_BATCH_SIZE_ENV
 
-    results: dict[str, dict[str, float]] = {}
-    for label, batch in (("one_at_a_time", 1), ("batched", max(CONCURRENCY))):
-        os.environ[MAX_BATCH_SIZE_ENV] = str(batch)
-        results[label] = {}
-        for clients in CONCURRENCY:
-            runs = [_concurrent(model_path, optimize=optimize, clients=clients) for _ in range(2)]
-            results[label][str(clients)] = _median(runs)
-            progress(f"  {label:>13}, {clients} concurrent: {_median(runs):6.1f} tokens/s")
-    return results
+    modes = (("one_at_a_time", 1), ("batched", max(CONCURRENCY)))
+    runs: dict[str, dict[str, list[float]]] = {label: {} for label, _batch in modes}
+    for clients in CONCURRENCY:
+        # Alternating the modes spreads the other load on the machine over both alike.
+        for _ in range(2):
+            for label, batch in modes:
+                os.environ[MAX_BATCH_SIZE_ENV] = str(batch)
+                tps = _concurrent(model_path, optimize=optimize, clients=clients)
+                runs[label].setdefault(str(clients), []).append(tps)
+        one, batched = (_median(runs[label][str(clients)]) for label, _batch in modes)
+        progress(f"  {clients} concurrent: one at a time {one:.1f}, batched {batched:.1f} tokens/s")
+    return {
+        label: {clients: _median(values) for clients, values in by_clients.items()}
+        for label, by_clients in runs.items()
+    }
 
 
 def child(*, model_path: str, optimize: bool, concurrency: bool) -> dict:
