@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Imported for its side effect first: a fast BLAS must be in the process before MLX.
-import providers.mlx  # noqa: F401  isort: skip
-
+# MLX is imported after this package's __init__, which puts the fast BLAS in first.
 import mlx.core as mx
 import mlx.nn as nn
 import mlx_lm
