@@ -4,6 +4,7 @@ import subprocess
 import time
 
 import pytest
+from django_q.conf import Conf
 from django_q.models import Success
 from django_q.tasks import async_task
 
@@ -49,8 +50,9 @@ def start_cluster(python, repo_root, subprocess_env):
 @pytest.mark.qcluster
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("cluster_name", [None, "inference"])
-def test_a_real_cluster_runs_an_enqueued_task(settings, start_cluster, cluster_name):
-    settings.Q_CLUSTER = settings.Q_CLUSTER | {"sync": False}
+def test_a_real_cluster_runs_an_enqueued_task(monkeypatch, start_cluster, cluster_name):
+    # django-q2 reads its settings once, at import: switch this process to enqueueing.
+    monkeypatch.setattr(Conf, "SYNC", False)
     start_cluster(cluster_name)
     options = {"cluster": cluster_name} if cluster_name else {}
     task_id = async_task("math.hypot", 3, 4, q_options=options)
