@@ -90,6 +90,10 @@ class _Request:
 _STOP = object()
 
 
+class _SchedulerClosed(Exception):
+    """The scheduler was unloaded between the cache lookup and the submission."""
+
+
 def _max_batch_size() -> int:
     # Read on every scheduling round, so a benchmark can switch batching off and on.
     return max(1, env.get_int(MAX_BATCH_SIZE_ENV, DEFAULT_MAX_BATCH_SIZE))
@@ -152,7 +156,8 @@ class _ModelScheduler(threading.Thread):
         self.requests_received = 0
         self.requests_served = 0
         self.largest_batch = 0
-        self._received_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
+        self._closed = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Owned by the scheduler thread: requests in the batch (by generator uid), being
         # inserted into it, and waiting for room.
@@ -174,9 +179,11 @@ class _ModelScheduler(threading.Thread):
             return self._samplers[key]
 
     def submit(self, request: _Request) -> GenerationResult:
-        with self._received_lock:
+        with self._submit_lock:
+            if self._closed:
+                raise _SchedulerClosed
             self.requests_received += 1
-        self._queue.put(request)
+            self._queue.put(request)
         request.done.wait()
         if request.error is not None:
             raise request.error
@@ -184,7 +191,10 @@ class _ModelScheduler(threading.Thread):
         return request.result
 
     def stop(self) -> None:
-        self._queue.put(_STOP)
+        # Under the lock, so no request can be queued behind the stop and never be served.
+        with self._submit_lock:
+            self._closed = True
+            self._queue.put(_STOP)
 
     # The scheduler thread.
 
@@ -409,18 +419,23 @@ def generate(
     if temperature < 0:
         raise ValueError("temperature must not be negative")
     stops = tuple(sequence for sequence in stop or () if sequence)
-    scheduler = _scheduler(model_path, optimize=optimize)
-    with scheduler.tokenizer_lock:
-        prompt = _prompt(scheduler.tokenizer, messages, assistant_prefix)
-    if not prompt:
-        raise ValueError("the prompt is empty")
-    request = _Request(
-        prompt=prompt,
-        max_tokens=max_tokens,
-        sampler=scheduler.sampler(temperature=temperature, top_p=top_p),
-        stop=stops,
-    )
-    return scheduler.submit(request)
+    while True:
+        scheduler = _scheduler(model_path, optimize=optimize)
+        with scheduler.tokenizer_lock:
+            prompt = _prompt(scheduler.tokenizer, messages, assistant_prefix)
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        request = _Request(
+            prompt=prompt,
+            max_tokens=max_tokens,
+            sampler=scheduler.sampler(temperature=temperature, top_p=top_p),
+            stop=stops,
+        )
+        try:
+            return scheduler.submit(request)
+        except _SchedulerClosed:
+            # Unloaded meanwhile (tests, benchmarks): the next lookup loads it afresh.
+            continue
 
 
 def _info(scheduler: _ModelScheduler) -> LoadedModelInfo:

@@ -279,3 +279,21 @@ def test_a_child_forked_after_mlx_ran_gets_an_error_not_a_hang(tiny_model_dir):
     child.join(timeout=10)
 
     assert answer.startswith("GenerationError: this process was forked")
+
+
+def test_unloading_while_requests_arrive_loses_none(tiny_model_dir):
+    expected = _ask(tiny_model_dir, max_tokens=8).text
+    answers: list[str] = []
+    asking = [
+        threading.Thread(target=lambda: answers.append(_ask(tiny_model_dir, max_tokens=8).text))
+        for _ in range(24)
+    ]
+    for thread in asking:
+        thread.start()
+    for _ in range(5):
+        unload_all()
+    for thread in asking:
+        thread.join(timeout=60)
+
+    assert not any(thread.is_alive() for thread in asking)
+    assert answers == [expected] * 24
