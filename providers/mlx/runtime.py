@@ -54,6 +54,15 @@ class ModelLoadError(GenerationError):
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """One finished generation.
+
+    `text` excludes the assistant prefix and any stop sequence; `finish_reason` is "stop"
+    (end of sequence or a stop sequence) or "length" (max_tokens reached). `peak_memory_mb`
+    is MLX's peak for the process since the model's scheduler last went idle, so it bounds
+    this request's peak and includes the weights. `duration_s` runs from submission to the
+    last token, queueing included.
+    """
+
     text: str
     prompt_tokens: int
     completion_tokens: int
@@ -384,8 +393,12 @@ def _prompt(tokenizer: Any, messages: list[dict[str, str]], assistant_prefix: st
     if not messages:
         raise ValueError("messages must not be empty")
     if tokenizer.chat_template is None:
-        raise GenerationError("the model has no chat template")
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        raise ModelLoadError("the model has no chat template (tokenizer_config.json)")
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception as exc:
+        # Jinja errors: a missing key, or roles in an order the template refuses.
+        raise ValueError(f"the chat template rejected the messages: {exc}") from exc
     # The template already wrote any special tokens, BOS included.
     return tokenizer.encode(text + assistant_prefix, add_special_tokens=False)
 

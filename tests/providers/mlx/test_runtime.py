@@ -4,7 +4,9 @@ The tiny model's greedy output is gibberish but deterministic, which is all thes
 they compare runs with each other, never with expected prose.
 """
 
+import json
 import multiprocessing
+import shutil
 import threading
 
 import pytest
@@ -104,6 +106,24 @@ def test_bad_arguments_are_refused_before_loading(tiny_model_dir, options, messa
     with pytest.raises(ValueError, match=message):
         _ask(tiny_model_dir, **options)
     assert loaded_models() == []
+
+
+def test_messages_the_template_cannot_render_are_bad_arguments(tiny_model_dir):
+    with pytest.raises(ValueError, match="chat template rejected"):
+        generate(model_path=str(tiny_model_dir), messages=[{"role": "user"}], max_tokens=2)
+    with pytest.raises(ValueError, match="must not be empty"):
+        generate(model_path=str(tiny_model_dir), messages=[], max_tokens=2)
+
+
+def test_a_model_without_chat_template_is_a_load_error(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+
+    with pytest.raises(ModelLoadError, match="no chat template"):
+        _ask(model_dir)
 
 
 def test_missing_model_directory_is_a_load_error(tmp_path):
