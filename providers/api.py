@@ -136,6 +136,7 @@ class ProviderListCreateApi(generics.ListCreateAPIView):
     serializer_class = ProviderSerializer
     permission_classes = [IsAuthenticated, ProviderPermissions]
     queryset = selectors.provider_list()
+    filterset_fields = ["kind", "enabled"]
 
     def perform_create(self, serializer: ProviderSerializer) -> None:
         with transaction.atomic():

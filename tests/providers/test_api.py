@@ -213,3 +213,17 @@ def test_a_provider_with_recorded_executions_cannot_be_deleted(operator_client):
     assert response.status_code == 409
     assert response.json()["code"] == "provider_in_use"
     assert Provider.objects.filter(name="busy").exists()
+
+
+def test_list_filters_by_kind_and_enabled(operator_client):
+    ProviderFactory(name="on")
+    ProviderFactory(name="off", enabled=False)
+    ProviderFactory(name="remote", kind="openai", base_url="http://h/v1", engine_path="")
+
+    def names(query: str) -> list[str]:
+        response = operator_client.get(f"/api/v1/providers/?{query}")
+        return [item["name"] for item in response.json()["results"]]
+
+    assert names("enabled=false") == ["off"]
+    assert names("kind=openai") == ["remote"]
+    assert names("kind=custom&enabled=true") == ["on"]
