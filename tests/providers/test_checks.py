@@ -11,11 +11,11 @@ pytestmark = pytest.mark.django_db
 
 
 def ids() -> list[str]:
-    return [message.id for message in check_providers()]
+    return [message.id for message in check_providers(databases=["default"])]
 
 
 def test_no_provider_is_not_an_error():
-    assert check_providers() == []
+    assert check_providers(databases=["default"]) == []
     call_command("check")
 
 
@@ -24,27 +24,27 @@ def test_openai_key_variable_unset(monkeypatch):
     ProviderFactory(
         kind="openai", base_url="http://h/v1", api_key_env="CHECKS_TEST_KEY", engine_path=""
     )
-    [message] = check_providers()
-    assert message.id == "providers.E001"
-    assert message.level == checks.ERROR
+    [message] = check_providers(databases=["default"])
+    assert message.id == "providers.W001"
+    assert message.level == checks.WARNING
     assert "CHECKS_TEST_KEY" in message.msg
     monkeypatch.setenv("CHECKS_TEST_KEY", "secret-value")
-    assert check_providers() == []
+    assert check_providers(databases=["default"]) == []
 
 
 def test_mlx_directory_missing(tmp_path):
     ProviderFactory(kind="mlx", model=str(tmp_path / "gone"), engine_path="")
-    assert ids() == ["providers.E002"]
+    assert ids() == ["providers.W002"]
 
 
 def test_openai_without_base_url():
     ProviderFactory(kind="openai", base_url="", engine_path="")
-    assert ids() == ["providers.E003"]
+    assert ids() == ["providers.W003"]
 
 
 def test_custom_engine_not_importable():
     ProviderFactory(engine_path="gone.module.Engine")
-    assert ids() == ["providers.E004"]
+    assert ids() == ["providers.W004"]
 
 
 def test_disabled_providers_are_not_checked(tmp_path):
@@ -63,4 +63,11 @@ def test_missing_table_is_skipped():
     # PostgreSQL DDL is transactional, so the test's rollback brings the tables back.
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE {Provider._meta.db_table} CASCADE")
+    assert check_providers(databases=["default"]) == []
+
+
+def test_runs_only_when_a_database_is_named(tmp_path, capsys):
+    ProviderFactory(kind="mlx", model=str(tmp_path / "gone"), engine_path="")
     assert check_providers() == []
+    call_command("check", "--database", "default")
+    assert "providers.W002" in capsys.readouterr().err
