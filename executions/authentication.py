@@ -33,6 +33,11 @@ class APIKeyClient:
     def has_perm(self, perm: str, obj: object = None) -> bool:
         return False
 
+    def has_perms(self, perm_list, obj: object = None) -> bool:
+        # As Django's User: true for no permission at all, so DRF's model permissions let a
+        # key read (no permission needed) and never write.
+        return all(self.has_perm(perm, obj) for perm in perm_list)
+
 
 class APIKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Api-Key <key>`: only the key's prefix and a SHA-512 hash are stored."""

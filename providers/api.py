@@ -12,7 +12,7 @@ from django.db import transaction
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException
-from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions, IsAuthenticated
+from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -121,20 +121,9 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
-class ProviderPermissions(DjangoModelPermissions):
-    """Reading needs an authenticated client; writing needs the model permission."""
-
-    def has_permission(self, request: Request, view: APIView) -> bool:
-        if not hasattr(request.user, "has_perms"):
-            # API-key clients are not Django users: they may read, and hold no permission
-            # to write.
-            return bool(request.user.is_authenticated) and request.method in SAFE_METHODS
-        return super().has_permission(request, view)
-
-
 class ProviderListCreateApi(generics.ListCreateAPIView):
     serializer_class = ProviderSerializer
-    permission_classes = [IsAuthenticated, ProviderPermissions]
+    permission_classes = [IsAuthenticated, DjangoModelPermissions]
     queryset = selectors.provider_list()
     filterset_fields = ["kind", "enabled"]
 
@@ -145,7 +134,7 @@ class ProviderListCreateApi(generics.ListCreateAPIView):
 
 class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = ProviderSerializer
-    permission_classes = [IsAuthenticated, ProviderPermissions]
+    permission_classes = [IsAuthenticated, DjangoModelPermissions]
     queryset = selectors.provider_list()
     lookup_field = "name"
 

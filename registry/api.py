@@ -23,10 +23,9 @@ from rest_framework.exceptions import (
     PermissionDenied,
     ValidationError,
 )
-from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions, IsAuthenticated
+from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from registry import selectors, services
 from registry.exceptions import (
@@ -227,25 +226,15 @@ def _api_exception(exc: RegistryError) -> APIException | None:
     return None
 
 
-class RegistryPermissions(DjangoModelPermissions):
-    """Reading needs an authenticated client; writing needs the model permission."""
-
-    def has_permission(self, request: Request, view: APIView) -> bool:
-        if not hasattr(request.user, "has_perms"):
-            # API-key clients are not Django users: they may read, never write.
-            return bool(request.user.is_authenticated) and request.method in SAFE_METHODS
-        return super().has_permission(request, view)
-
-
-class AliasPermissions(RegistryPermissions):
+class AliasPermissions(DjangoModelPermissions):
     # PUT creates the alias when it does not exist yet, so it needs both permissions.
-    perms_map = RegistryPermissions.perms_map | {
+    perms_map = DjangoModelPermissions.perms_map | {
         "PUT": ["%(app_label)s.add_%(model_name)s", "%(app_label)s.change_%(model_name)s"],
     }
 
 
 class RegistryApi(generics.GenericAPIView):
-    permission_classes = [IsAuthenticated, RegistryPermissions]
+    permission_classes = [IsAuthenticated, DjangoModelPermissions]
     filter_backends: list = []
 
     def handle_exception(self, exc: Exception) -> Response:
