@@ -132,16 +132,8 @@ CONFIG_FIELDS = [
     "half_open_max_wait_s",
 ]
 RECENT_EVENTS = 20
-STATE_FIELDS = [
-    "provider",
-    "state",
-    "forced",
-    "state_changed_at",
-    "window",
-    "half_open_permits_issued",
-    "half_open_outcomes",
-    "updated_at",
-]
+# The columns the breaker services write; everything else on the row is configuration.
+STATE_FIELDS = ["provider", *breakers.STATE_FIELDS]
 
 
 @admin.register(CircuitBreaker)

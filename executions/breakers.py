@@ -81,7 +81,7 @@ def _transition(breaker: CircuitBreaker, *, to: str, reason: str, now: datetime)
     breaker.half_open_outcomes = []
 
 
-_STATE_FIELDS = [
+STATE_FIELDS = [
     "state",
     "forced",
     "state_changed_at",
@@ -164,7 +164,7 @@ def breaker_acquire_permission(*, provider: Provider, now: Clock = timezone.now)
         breaker.half_open_permits_issued += 1
         permitted = True
     if breaker.state != previous_state or breaker.state == CircuitBreaker.State.HALF_OPEN:
-        breaker.save(update_fields=_STATE_FIELDS)
+        breaker.save(update_fields=STATE_FIELDS)
     return permitted
 
 
@@ -202,7 +202,7 @@ def _record(provider: Provider, *, failed: bool, duration_s: float, now: Clock) 
     else:
         # A call admitted before the breaker opened finished late: open ignores outcomes.
         return
-    breaker.save(update_fields=_STATE_FIELDS)
+    breaker.save(update_fields=STATE_FIELDS)
 
 
 @transaction.atomic
@@ -232,7 +232,7 @@ def breaker_release_permission(*, provider: Provider, now: Clock = timezone.now)
         breaker.half_open_outcomes
     ):
         breaker.half_open_permits_issued -= 1
-        breaker.save(update_fields=_STATE_FIELDS)
+        breaker.save(update_fields=STATE_FIELDS)
 
 
 @transaction.atomic
@@ -244,7 +244,7 @@ def breaker_force_open(
     if not (breaker.state == CircuitBreaker.State.OPEN and breaker.forced):
         _transition(breaker, to=CircuitBreaker.State.OPEN, reason=reason, now=now())
         breaker.forced = True
-        breaker.save(update_fields=_STATE_FIELDS)
+        breaker.save(update_fields=STATE_FIELDS)
     return breaker
 
 
@@ -256,5 +256,5 @@ def breaker_reset(
     breaker = _locked(provider)
     moment = now()
     _transition(breaker, to=CircuitBreaker.State.CLOSED, reason=reason, now=moment)
-    breaker.save(update_fields=_STATE_FIELDS)
+    breaker.save(update_fields=STATE_FIELDS)
     return breaker
