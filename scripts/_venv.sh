@@ -29,8 +29,13 @@ ensure_venv() {
   if [ -f "$stamp" ] && { [ -z "$extras" ] || grep -qx "$extras" "$stamp"; }; then
     return 0
   fi
-  echo "==> Installing dependencies into .venv"
-  .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
+  echo "==> Installing dependencies into .venv (log: var/pip-install.log)"
+  mkdir -p var
+  if ! .venv/bin/python -m pip install -e ".${extras:+[$extras]}" >var/pip-install.log 2>&1; then
+    tail -n 40 var/pip-install.log >&2
+    echo "pip install failed; the whole log is in var/pip-install.log" >&2
+    return 1
+  fi
   rm -f .venv/.installed-*
   echo "${extras}" >"$stamp"
 }
