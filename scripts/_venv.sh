@@ -19,10 +19,11 @@ find_python() {
 
 ensure_venv() {
   local extras="$1"
+  mkdir -p var
   if [ ! -x .venv/bin/python ]; then
     echo "==> Creating the virtual environment in .venv"
     "$(find_python)" -m venv .venv
-    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --upgrade pip >var/pip-install.log 2>&1
   fi
   local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
   # A dev install also satisfies a plain one; either is redone when pyproject.toml changes.
@@ -30,7 +31,6 @@ ensure_venv() {
     return 0
   fi
   echo "==> Installing dependencies into .venv (log: var/pip-install.log)"
-  mkdir -p var
   if ! .venv/bin/python -m pip install -e ".${extras:+[$extras]}" >var/pip-install.log 2>&1; then
     tail -n 40 var/pip-install.log >&2
     echo "pip install failed; the whole log is in var/pip-install.log" >&2
