@@ -11,7 +11,6 @@ from django_q.tasks import async_task
 
 from executions.models import Execution
 from tests.executions.conftest import SLOW_ENGINE
-from tests.support.fixtures import tiny_model_dir  # noqa: F401 (fixture)
 
 EXECUTE = "/api/v1/dspy/execute"
 INPUTS = {"question": "What is the capital of France?", "level": 1}
@@ -126,7 +125,7 @@ def test_one_inference_worker_runs_queued_local_executions_together(
     make_provider,
     client,
     start_cluster,
-    tiny_model_dir,  # noqa: F811
+    tiny_model_dir,
 ):
     make_provider("tiny", kind="mlx", model=str(tiny_model_dir), max_tokens=4)
     ids = [

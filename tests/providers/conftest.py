@@ -5,7 +5,6 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 
 from tests.providers.engines import ScriptedEngine
-from tests.support.fixtures import tiny_model_dir  # noqa: F401  (shared fixture)
 
 
 @pytest.fixture(autouse=True)
