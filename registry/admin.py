@@ -192,6 +192,8 @@ class SignatureAdmin(admin.ModelAdmin):
     ]
     list_filter = [ModuleKindFilter, AliasFilter, TagFilter]
     search_fields = ["name", "description", "tags"]
+    # The name first, also once it is read-only (read-only fields would otherwise come last).
+    fields = ["name", "description", "tags", "created_by", "created_at", "updated_at"]
     readonly_fields = ["created_by", "created_at", "updated_at"]
     inlines = [VersionInline, AliasChangeInline]
     list_per_page = 50
@@ -352,12 +354,18 @@ def _pretty(value: Any) -> str:
 # The draft form: a new version from a prefilled copy of an existing one.
 
 
+class OptionalJSONField(forms.JSONField):
+    def prepare_value(self, value):
+        # No value shows as an empty box rather than JSON's `null`.
+        return "" if value is None else super().prepare_value(value)
+
+
 class VersionDraftForm(forms.Form):
     module_kind = forms.ChoiceField(choices=ModuleKind.choices)
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 5, "cols": 100}))
     temperature = forms.FloatField(required=False, min_value=0, max_value=2)
     max_tokens = forms.IntegerField(required=False, min_value=1)
-    compiled_state = forms.JSONField(
+    compiled_state = OptionalJSONField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 6, "cols": 100}),
         help_text=(
@@ -376,7 +384,7 @@ class FieldRowForm(forms.Form):
     role = forms.ChoiceField(choices=[("input", "input"), ("output", "output")])
     name = forms.CharField(required=False, max_length=64)
     type = forms.ChoiceField(choices=FieldType.choices)
-    description = forms.CharField(required=False, widget=forms.TextInput(attrs={"size": 40}))
+    description = forms.CharField(required=False, widget=forms.TextInput(attrs={"size": 28}))
     prefix = forms.CharField(
         required=False, max_length=100, widget=forms.TextInput(attrs={"size": 12})
     )
@@ -616,7 +624,9 @@ class SignatureVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="LM defaults")
     def lm_defaults_display(self, version: SignatureVersion) -> str:
-        return _pretty(version.lm_defaults) if version.lm_defaults else "-"
+        if not version.lm_defaults:
+            return "-"
+        return format_html("<pre>{}</pre>", _pretty(version.lm_defaults))
 
     @admin.display(description="compiled state")
     def compiled_state_display(self, version: SignatureVersion) -> str:

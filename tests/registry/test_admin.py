@@ -305,3 +305,38 @@ def test_history_inline_is_bounded(admin_client_, make_signature):
     oldest = signature.versions.get(number=1)
     assert reverse("admin:registry_signatureversion_change", args=[newest.pk]) in content
     assert reverse("admin:registry_signatureversion_change", args=[oldest.pk]) not in content
+
+
+def test_forms_are_styled_and_a_missing_state_shows_empty(admin_client_, library):
+    version = library["qa"]
+    draft = admin_client_.get(
+        reverse("admin:registry_signature_new_version", args=[version.signature_id])
+    )
+    content = draft.content.decode()
+    assert "admin/css/forms.css" in content  # aligned labels, like every other admin form
+    assert version.compiled_state is None
+    assert "null</textarea>" not in content
+    alias = admin_client_.get(reverse("admin:registry_signatureversion_alias", args=[version.pk]))
+    assert "admin/css/forms.css" in alias.content.decode()
+
+
+def test_draft_errors_are_announced_above_the_form(admin_client_, library):
+    version = library["qa"]
+    url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
+    page = admin_client_.post(url, _draft_post(version, **{"fields-0-name": "1bad"}))
+    assert page.status_code == 200
+    assert "Please correct the errors below" in page.content.decode()
+
+
+def test_signature_page_starts_with_the_name(admin_client_, library):
+    signature = library["qa"].signature
+    page = admin_client_.get(reverse("admin:registry_signature_change", args=[signature.pk]))
+    content = page.content.decode()
+    assert content.index("field-name") < content.index("field-description")
+
+
+def test_version_page_shows_lm_defaults_as_a_block(admin_client_, library):
+    version = library["qa"]
+    assert version.lm_defaults
+    page = admin_client_.get(reverse("admin:registry_signatureversion_change", args=[version.pk]))
+    assert "<pre>{\n  &quot;max_tokens&quot;" in page.content.decode()
