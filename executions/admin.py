@@ -6,12 +6,17 @@ state and offer force-open and reset, which call the breaker services.
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 
 from executions import breakers
 from executions.exceptions import ExecutionNotCancellable
 from executions.models import BreakerEvent, CircuitBreaker, Execution, ExecutionAttempt
 from executions.services import execution_cancel
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -39,7 +44,7 @@ class ExecutionAttemptInline(admin.TabularInline):
         "error_message",
         "counted_by_breaker",
         "started_at",
-        "duration_s",
+        "duration",
     ]
     readonly_fields = fields
 
@@ -52,11 +57,15 @@ class ExecutionAttemptInline(admin.TabularInline):
     def get_queryset(self, request) -> QuerySet:
         return super().get_queryset(request).select_related("provider")
 
+    @admin.display(description="duration", ordering="duration_s")
+    def duration(self, attempt: ExecutionAttempt) -> str:
+        return _seconds(attempt.duration_s)
+
 
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
     list_display = [
-        "id",
+        "short_id",
         "status",
         "signature_name",
         "version_number",
@@ -64,7 +73,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
         "provider",
         "attempts",
         "queued_at",
-        "execution_time_s",
+        "execution_time",
         "error_code",
     ]
     list_filter = ["status", "mode", "requested_provider", "provider", "error_code"]
@@ -73,7 +82,63 @@ class ExecutionAdmin(ReadOnlyAdmin):
     date_hierarchy = "queued_at"
     inlines = [ExecutionAttemptInline]
     actions = ["cancel_queued"]
-    readonly_fields = [field.name for field in Execution._meta.fields]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "status",
+                    "mode",
+                    "signature_version",
+                    "requested_provider",
+                    "provider",
+                ]
+            },
+        ),
+        ("Result", {"fields": ["outputs", "error_type", "error_code", "error_message"]}),
+        (
+            "Request",
+            {
+                "fields": [
+                    "inputs",
+                    "config",
+                    "timeout_s",
+                    "batch_id",
+                    "api_key",
+                    "created_by",
+                    "idempotency_key",
+                    "request_hash",
+                ]
+            },
+        ),
+        (
+            "Timings and metrics",
+            {
+                "fields": [
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "execution_time",
+                    "input_tokens",
+                    "output_tokens",
+                    "memory_mb",
+                    "success",
+                ]
+            },
+        ),
+        ("Worker", {"fields": ["attempts", "task_id", "heartbeat_at"]}),
+    ]
+    readonly_fields = [field.name for field in Execution._meta.fields] + ["execution_time"]
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, execution: Execution) -> str:
+        # The full id is on the page and searchable (`=<id>`); eight characters tell rows apart.
+        return str(execution.pk)[:8]
+
+    @admin.display(description="execution time", ordering="execution_time_s")
+    def execution_time(self, execution: Execution) -> str:
+        return _seconds(execution.execution_time_s)
 
     @admin.display(description="signature", ordering="signature_version__signature__name")
     def signature_name(self, execution: Execution) -> str:
@@ -113,12 +178,16 @@ class ExecutionAttemptAdmin(ReadOnlyAdmin):
         "error_code",
         "counted_by_breaker",
         "started_at",
-        "duration_s",
+        "duration",
     ]
     list_filter = ["outcome", "provider", "counted_by_breaker"]
     list_select_related = ["execution", "provider"]
     search_fields = ["=execution__id", "error_message"]
     readonly_fields = [field.name for field in ExecutionAttempt._meta.fields]
+
+    @admin.display(description="duration", ordering="duration_s")
+    def duration(self, attempt: ExecutionAttempt) -> str:
+        return _seconds(attempt.duration_s)
 
 
 CONFIG_FIELDS = [
@@ -152,10 +221,10 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     list_select_related = ["provider"]
     search_fields = ["provider__name"]
     fieldsets = [
-        ("State", {"fields": [*STATE_FIELDS, "recent_events"]}),
+        ("State", {"fields": [*STATE_FIELDS, "window_summary", "recent_events"]}),
         ("Configuration", {"fields": CONFIG_FIELDS}),
     ]
-    readonly_fields = [*STATE_FIELDS, "recent_events"]
+    readonly_fields = [*STATE_FIELDS, "window_summary", "recent_events"]
     actions = ["force_open", "reset"]
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -177,9 +246,23 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{} &rarr; {}</td><td>{}</td></tr>",
-            ((event.at, event.from_state, event.to_state, event.reason) for event in events),
+            (
+                (
+                    formats.localize(timezone.localtime(event.at)),
+                    event.get_from_state_display(),
+                    event.get_to_state_display(),
+                    event.reason,
+                )
+                for event in events
+            ),
         )
-        return format_html("<table>{}</table>", rows) if rows else "none yet"
+        if not rows:
+            return "none yet"
+        return format_html(
+            "<table><thead><tr><th>at</th><th>transition</th><th>reason</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            rows,
+        )
 
     def save_model(self, request, obj: CircuitBreaker, form, change: bool) -> None:
         # Workers change the state columns at any moment: write only the configuration.

@@ -1,6 +1,7 @@
 """The operations console: read-only records, breaker state and actions."""
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
@@ -105,3 +106,36 @@ def test_cancel_action(admin_client, qa, echo_provider, django_capture_on_commit
     admin_client.post(changelist, {"action": "cancel_queued", "_selected_action": [queued.pk]})
     queued.refresh_from_db()
     assert queued.status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_execution_page_groups_every_field(admin_client, records):
+    model_fields = {field.name for field in Execution._meta.fields}
+    admin_class = admin.site._registry[Execution]
+    shown = {name for _, options in admin_class.fieldsets for name in options["fields"]}
+    # execution_time_s is shown formatted, as execution_time.
+    assert model_fields - shown == {"execution_time_s"}
+    Execution.objects.filter(pk=records.pk).update(execution_time_s=1.23456789)
+    page = admin_client.get(reverse("admin:executions_execution_change", args=[records.pk]))
+    content = page.content.decode()
+    for heading in ("Result", "Request", "Timings and metrics", "Worker"):
+        assert f">{heading}</h2>" in content
+    assert "1.235 s" in content
+
+
+@pytest.mark.django_db
+def test_execution_list_shows_short_ids(admin_client, records):
+    page = admin_client.get(reverse("admin:executions_execution_changelist"))
+    content = page.content.decode()
+    assert f">{str(records.pk)[:8]}</a>" in content
+    assert f">{records.pk}</a>" not in content
+
+
+@pytest.mark.django_db
+def test_breaker_page_lists_its_transitions(admin_client, records, broken_provider):
+    breaker = CircuitBreaker.objects.get(provider=broken_provider)
+    page = admin_client.get(reverse("admin:executions_circuitbreaker_change", args=[breaker.pk]))
+    content = page.content.decode()
+    assert "<th>transition</th>" in content
+    assert "Closed &rarr; Open" in content
+    assert "failed of" in content
