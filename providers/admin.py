@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
 
@@ -122,6 +123,19 @@ class ProviderAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "title": "Hardware",
             "opts": self.model._meta,
-            "report": sorted(hardware_report().items()),
+            "report": [
+                (key, _report_value(key, value)) for key, value in sorted(hardware_report().items())
+            ],
         }
         return TemplateResponse(request, "providers/admin/hardware.html", context)
+
+
+def _report_value(key: str, value: object) -> str:
+    """One value of the hardware report as an operator reads it (the keys stay as in --json)."""
+    if key.endswith("_bytes") and isinstance(value, int):
+        return f"{filesizeformat(value)} ({value} bytes)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value) or "none"
+    return "-" if value is None else str(value)

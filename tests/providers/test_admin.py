@@ -121,3 +121,10 @@ def test_the_api_key_is_never_shown(admin_client, monkeypatch):
         assert response.status_code == 200
         assert SECRET not in response.content.decode()
     assert "ADMIN_TEST_KEY" in response.content.decode()
+
+
+def test_hardware_page_reads_as_text(admin_client):
+    content = admin_client.get("/admin/providers/provider/hardware/").content.decode()
+    assert " bytes)</td>" in content  # memory in GB/MB, with the exact count beside it
+    assert "False</td>" not in content and "True</td>" not in content
+    assert "[" not in content.split('id="content"', 1)[1]
