@@ -382,7 +382,9 @@ class VersionDraftForm(forms.Form):
 
 class FieldRowForm(forms.Form):
     role = forms.ChoiceField(choices=[("input", "input"), ("output", "output")])
-    name = forms.CharField(required=False, max_length=64)
+    name = forms.CharField(
+        required=False, max_length=64, widget=forms.TextInput(attrs={"size": 16})
+    )
     type = forms.ChoiceField(choices=FieldType.choices)
     description = forms.CharField(required=False, widget=forms.TextInput(attrs={"size": 28}))
     prefix = forms.CharField(
@@ -390,7 +392,7 @@ class FieldRowForm(forms.Form):
     )
     choices = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 2, "cols": 20}),
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 16}),
         help_text="Literal only: one choice per line.",
     )
 

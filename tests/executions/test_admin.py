@@ -121,6 +121,7 @@ def test_execution_page_groups_every_field(admin_client, records):
     for heading in ("Result", "Request", "Timings and metrics", "Worker"):
         assert f">{heading}</h2>" in content
     assert "1.235 s" in content
+    assert "td.original p { display: none; }" in content  # no caption repeating each attempt
 
 
 @pytest.mark.django_db
