@@ -340,3 +340,14 @@ def test_version_page_shows_lm_defaults_as_a_block(admin_client_, library):
     assert version.lm_defaults
     page = admin_client_.get(reverse("admin:registry_signatureversion_change", args=[version.pk]))
     assert "<pre>{\n  &quot;max_tokens&quot;" in page.content.decode()
+
+
+def test_module_kind_filter_follows_the_latest_version(admin_client_, library):
+    version = library["qa"]
+    draft = reverse("admin:registry_signature_new_version", args=[version.signature_id])
+    admin_client_.post(draft, _draft_post(version, module_kind="ChainOfThought"))
+    url = reverse("admin:registry_signature_changelist")
+    by_kind = admin_client_.get(url, {"module_kind": "ChainOfThought"}).context["cl"].result_list
+    assert "qa" in [s.name for s in by_kind]
+    predict = admin_client_.get(url, {"module_kind": "Predict"}).context["cl"].result_list
+    assert "qa" not in [s.name for s in predict]  # v1 was Predict, but the list shows v2's kind
