@@ -170,7 +170,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
 @admin.register(ExecutionAttempt)
 class ExecutionAttemptAdmin(ReadOnlyAdmin):
     list_display = [
-        "execution",
+        "execution_short_id",
         "run",
         "position",
         "provider",
@@ -181,9 +181,15 @@ class ExecutionAttemptAdmin(ReadOnlyAdmin):
         "duration",
     ]
     list_filter = ["outcome", "provider", "counted_by_breaker"]
-    list_select_related = ["execution", "provider"]
+    list_select_related = ["provider"]
     search_fields = ["=execution__id", "error_message"]
+    # Newest first: the model's own order (by execution id) is random in time.
+    ordering = ["-started_at", "-id"]
     readonly_fields = [field.name for field in ExecutionAttempt._meta.fields]
+
+    @admin.display(description="execution", ordering="execution_id")
+    def execution_short_id(self, attempt: ExecutionAttempt) -> str:
+        return str(attempt.execution_id)[:8]
 
     @admin.display(description="duration", ordering="duration_s")
     def duration(self, attempt: ExecutionAttempt) -> str:
@@ -289,9 +295,14 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
 @admin.register(BreakerEvent)
 class BreakerEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "breaker", "from_state", "to_state", "reason"]
+    list_display = ["at", "provider", "from_state", "to_state", "reason"]
     list_filter = ["to_state", "breaker__provider"]
     list_select_related = ["breaker__provider"]
     search_fields = ["breaker__provider__name", "reason"]
     date_hierarchy = "at"
     readonly_fields = ["breaker", "from_state", "to_state", "reason", "at"]
+
+    @admin.display(description="provider", ordering="breaker__provider__name")
+    def provider(self, event: BreakerEvent) -> str:
+        # Not the breaker itself: its name carries its current state, not the event's.
+        return event.breaker.provider.name

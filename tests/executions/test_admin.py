@@ -140,3 +140,15 @@ def test_breaker_page_lists_its_transitions(admin_client, records, broken_provid
     assert "<th>transition</th>" in content
     assert "Closed &rarr; Open" in content
     assert "failed of" in content
+
+
+@pytest.mark.django_db
+def test_attempts_newest_first_and_events_name_the_provider(admin_client, records, broken_provider):
+    attempts = admin_client.get(reverse("admin:executions_executionattempt_changelist"))
+    listed = list(attempts.context["cl"].result_list)
+    assert [a.started_at for a in listed] == sorted((a.started_at for a in listed), reverse=True)
+    assert f">{str(records.pk)[:8]}<" in attempts.content.decode()
+    breakers.breaker_reset(provider=broken_provider)
+    events = admin_client.get(reverse("admin:executions_breakerevent_changelist")).content.decode()
+    # The opening event lists the provider, not the breaker's current ("Closed") name.
+    assert "breaker (Closed)" not in events and broken_provider.name in events
