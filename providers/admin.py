@@ -9,6 +9,7 @@ import os
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -72,6 +73,7 @@ class ProviderAdmin(admin.ModelAdmin):
         "model",
         "adapter",
         "enabled",
+        "fallback_chain",
         "api_key_configured",
         "updated_at",
     ]
@@ -88,6 +90,14 @@ class ProviderAdmin(admin.ModelAdmin):
         ("Custom engine", {"fields": ["engine_path"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def get_queryset(self, request) -> QuerySet:
+        links = ProviderFallback.objects.select_related("fallback").order_by("position")
+        return super().get_queryset(request).prefetch_related(Prefetch("fallback_links", links))
+
+    @admin.display(description="fallbacks")
+    def fallback_chain(self, provider: Provider) -> str:
+        return " → ".join(link.fallback.name for link in provider.fallback_links.all()) or "-"
 
     @admin.display(boolean=True, description="API key set")
     def api_key_configured(self, provider: Provider) -> bool | None:

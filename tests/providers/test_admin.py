@@ -128,3 +128,15 @@ def test_hardware_page_reads_as_text(admin_client):
     assert " bytes)</td>" in content  # memory in GB/MB, with the exact count beside it
     assert "False</td>" not in content and "True</td>" not in content
     assert "[" not in content.split('id="content"', 1)[1]
+
+
+def test_changelist_shows_each_fallback_chain(admin_client, django_assert_max_num_queries):
+    front, first, second = (ProviderFactory(name=name) for name in ("front", "first", "second"))
+    services.provider_set_fallbacks(provider=front, fallbacks=[second, first])
+    for index in range(5):
+        services.provider_set_fallbacks(
+            provider=ProviderFactory(name=f"extra-{index}"), fallbacks=[first]
+        )
+    with django_assert_max_num_queries(8):  # one prefetch for every row's chain
+        content = admin_client.get("/admin/providers/provider/").content.decode()
+    assert "second → first" in content
