@@ -71,7 +71,7 @@ class ProviderAdmin(admin.ModelAdmin):
         "name",
         "kind",
         "model",
-        "adapter",
+        "adapter_value",
         "enabled",
         "fallback_chain",
         "api_key_configured",
@@ -94,6 +94,11 @@ class ProviderAdmin(admin.ModelAdmin):
     def get_queryset(self, request) -> QuerySet:
         links = ProviderFallback.objects.select_related("fallback").order_by("position")
         return super().get_queryset(request).prefetch_related(Prefetch("fallback_links", links))
+
+    @admin.display(description="adapter", ordering="adapter")
+    def adapter_value(self, provider: Provider) -> str:
+        # The stored value: the labels (in the filter and the form) are too long for a column.
+        return provider.adapter
 
     @admin.display(description="fallbacks")
     def fallback_chain(self, provider: Provider) -> str:

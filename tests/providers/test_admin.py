@@ -140,3 +140,4 @@ def test_changelist_shows_each_fallback_chain(admin_client, django_assert_max_nu
     with django_assert_max_num_queries(8):  # one prefetch for every row's chain
         content = admin_client.get("/admin/providers/provider/").content.decode()
     assert "second → first" in content
+    assert '<td class="field-adapter_value">compact</td>' in content
