@@ -216,6 +216,13 @@ class SignatureAdmin(admin.ModelAdmin):
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []
 
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Shown read-only, the tags read as the form's text rather than a JSON list.
+            return ["tags_display" if name == "tags" else name for name in fields]
+        return fields
+
     def get_readonly_fields(self, request, obj=None):
         # The name is what clients execute by: fixed once created.
         return [*self.readonly_fields, "name"] if obj else self.readonly_fields

@@ -351,3 +351,15 @@ def test_module_kind_filter_follows_the_latest_version(admin_client_, library):
     assert "qa" in [s.name for s in by_kind]
     predict = admin_client_.get(url, {"module_kind": "Predict"}).context["cl"].result_list
     assert "qa" not in [s.name for s in predict]  # v1 was Predict, but the list shows v2's kind
+
+
+def test_read_only_signature_page_shows_tags_as_text(library, make_user):
+    user = make_user("viewer", perms=("view_signature",), is_staff=True)
+    client = Client()
+    client.force_login(user)
+    signature = library["qa"].signature
+    page = client.get(reverse("admin:registry_signature_change", args=[signature.pk]))
+    content = page.content.decode()
+    assert page.status_code == 200
+    assert "general, qa" in content
+    assert "[&quot;general&quot;" not in content
