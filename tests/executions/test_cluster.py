@@ -116,6 +116,8 @@ def test_a_worker_killed_mid_task_is_recovered_by_the_scheduled_reaper(
     assert (execution.status, execution.attempts) == ("succeeded", 2)
     assert execution.outputs == {"answer": "Paris"}
     assert list(execution.provider_attempts.values_list("run", "outcome")) == [(2, "succeeded")]
+    # The reaper ran (it recovered the row), and its routine successes are not kept.
+    assert not Success.objects.filter(func="executions.tasks.execution_reap_stale").exists()
 
 
 @pytest.mark.qcluster
