@@ -50,7 +50,7 @@ class Execution(models.Model):
     inputs = models.JSONField(default=dict)
     config = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(null=True, blank=True)
-    timeout_s = models.FloatField(null=True, blank=True)
+    timeout_s = models.FloatField("timeout (s)", null=True, blank=True)
     batch_id = models.UUIDField(null=True, blank=True, db_index=True)
 
     error_type = models.CharField(max_length=200, blank=True)
@@ -84,10 +84,10 @@ class Execution(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    execution_time_s = models.FloatField(null=True, blank=True)
+    execution_time_s = models.FloatField("execution time (s)", null=True, blank=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
-    memory_mb = models.FloatField(null=True, blank=True)
+    memory_mb = models.FloatField("peak memory (MB)", null=True, blank=True)
     success = models.BooleanField(null=True, blank=True)
 
     class Meta:
@@ -178,7 +178,7 @@ class ExecutionAttempt(models.Model):
         default=False, help_text="Whether this failure counted against the provider's breaker."
     )
     started_at = models.DateTimeField()
-    duration_s = models.FloatField(default=0.0)
+    duration_s = models.FloatField("duration (s)", default=0.0)
 
     class Meta:
         ordering = ["execution", "run", "position"]
@@ -229,7 +229,9 @@ class CircuitBreaker(models.Model):
         default=100.0, help_text="Percent of slow calls in the window that opens the breaker."
     )
     slow_call_duration_s = models.FloatField(
-        default=60.0, help_text="A call that takes at least this long counts as slow."
+        "slow call duration (s)",
+        default=60.0,
+        help_text="A call that takes at least this long counts as slow.",
     )
     sliding_window_size = models.PositiveIntegerField(
         default=20, help_text="How many of the most recent calls the rates are computed over."
@@ -238,12 +240,15 @@ class CircuitBreaker(models.Model):
         default=10, help_text="Calls recorded before the rates can open the breaker."
     )
     open_duration_s = models.FloatField(
-        default=30.0, help_text="How long the breaker stays open before admitting trial calls."
+        "open duration (s)",
+        default=30.0,
+        help_text="How long the breaker stays open before admitting trial calls.",
     )
     half_open_permitted_calls = models.PositiveIntegerField(
         default=3, help_text="Trial calls admitted while half-open."
     )
     half_open_max_wait_s = models.FloatField(
+        "half-open max wait (s)",
         default=300.0,
         help_text=(
             "If the trial calls have not all reported back after this long (a worker died "

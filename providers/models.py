@@ -74,15 +74,17 @@ class Provider(models.Model):
         help_text="mlx: apply the CPU optimisations (fast BLAS, de-quantised weights) when useful.",
     )
     timeout_s = models.FloatField(
-        default=60.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600.0)]
+        "timeout (s)", default=60.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600.0)]
     )
     base_url = models.CharField(
+        "base URL",
         max_length=500,
         blank=True,
         validators=[validate_base_url],
         help_text="openai: the endpoint, e.g. http://host:8080/v1",
     )
     api_key_env = models.CharField(
+        "API key variable",
         max_length=100,
         blank=True,
         validators=[ENV_VAR_NAME_VALIDATOR],
