@@ -5,5 +5,6 @@ class ExecutionsConfig(AppConfig):
     name = "executions"
 
     def ready(self) -> None:
-        # Registers the OpenAPI descriptions of the authentication classes.
-        from executions import schema  # noqa: F401
+        # Registers the OpenAPI descriptions of the authentication classes, and connects the
+        # warm-up of local models to django-q2's worker start.
+        from executions import schema, signals  # noqa: F401

@@ -349,6 +349,23 @@ def provider_adapter(*, provider: Provider) -> dspy.Adapter:
     return dspy.ChatAdapter()
 
 
+def provider_warm_up(*, provider: Provider) -> float | None:
+    """Load a local provider's model now, so that its first execution does not wait for it.
+
+    Returns how long the load took in seconds, or None for a provider with nothing to load.
+    Call it only in the process that will generate: MLX cannot run in a process forked from
+    one that already ran it.
+    """
+    if provider.kind != Provider.Kind.MLX:
+        return None
+    from providers.mlx.runtime import load_model
+
+    info = load_model(
+        model_path=str(provider.model_path()), optimize=provider.hardware_optimization
+    )
+    return info.load_duration_s
+
+
 CALL_OVERRIDES = ("temperature", "max_tokens", "top_p", "stop")
 
 

@@ -203,3 +203,5 @@ EXECUTIONS_REAPER_EVERY_MINUTES = env.get_int("EXECUTIONS_REAPER_EVERY_MINUTES",
 # How many queued executions of one local model a single inference worker runs at once, so
 # that they reach the runtime's batched generation together.
 EXECUTIONS_LOCAL_CONCURRENCY = env.get_int("EXECUTIONS_LOCAL_CONCURRENCY", 8)
+# Inference workers load the enabled local models when they start, not on the first request.
+EXECUTIONS_WARM_UP_LOCAL_MODELS = env.get_bool("EXECUTIONS_WARM_UP_LOCAL_MODELS", True)
