@@ -1,4 +1,5 @@
 import io
+import itertools
 import json
 
 import pytest
@@ -70,3 +71,11 @@ def test_install_default_model_reports_failures(tmp_path):
     blocked.write_text("not a directory")
     with pytest.raises(CommandError, match="Installing the default model failed"):
         run("providers_install_default_model", "--models-dir", str(blocked / "models"))
+
+
+def test_list_reads_fallbacks_in_a_fixed_number_of_queries(django_assert_max_num_queries):
+    providers = [ProviderFactory(name=f"p{index}") for index in range(4)]
+    for provider, fallback in itertools.pairwise(providers):
+        services.provider_set_fallbacks(provider=provider, fallbacks=[fallback])
+    with django_assert_max_num_queries(3):
+        run("providers_list")

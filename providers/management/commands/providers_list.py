@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from providers.selectors import provider_fallbacks, provider_list
+from providers.selectors import provider_list
 
 
 class Command(BaseCommand):
@@ -14,7 +14,8 @@ class Command(BaseCommand):
             )
             return
         for provider in providers:
-            fallbacks = ", ".join(item.name for item in provider_fallbacks(provider=provider))
+            # From the links provider_list prefetched: no query per provider.
+            fallbacks = ", ".join(link.fallback.name for link in provider.fallback_links.all())
             state = "enabled" if provider.enabled else "disabled"
             self.stdout.write(
                 f"{provider.name}  {provider.kind}  {provider.model}  {state}"
