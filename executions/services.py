@@ -215,12 +215,7 @@ def execution_create(
     try:
         with transaction.atomic():
             execution.save(force_insert=True)
-            # Robust: a broker outage must not turn the committed request into an error; the
-            # reaper enqueues rows that never got a task.
-            transaction.on_commit(
-                lambda: execution_enqueue(execution_id=execution.id, provider_kind=chosen.kind),
-                robust=True,
-            )
+            _enqueue_on_commit(execution.id, chosen.kind)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
         existing = _idempotent_match(api_key=api_key, user=user, idempotency_key=idempotency_key)
@@ -240,6 +235,14 @@ def execution_enqueue(*, execution_id: uuid.UUID, provider_kind: str) -> str:
     )
     Execution.objects.filter(id=execution_id).update(task_id=task_id)
     return task_id
+
+
+def _enqueue_on_commit(execution_id: uuid.UUID, kind: str) -> None:
+    # Robust: a broker outage must not turn the committed row into an error; the reaper
+    # enqueues queued rows that never got a task.
+    transaction.on_commit(
+        lambda: execution_enqueue(execution_id=execution_id, provider_kind=kind), robust=True
+    )
 
 
 @dataclass(frozen=True)
@@ -499,12 +502,6 @@ class ReapResult:
 
 
 REAP_BATCH = 500
-
-
-def _enqueue_on_commit(execution_id: uuid.UUID, kind: str) -> None:
-    transaction.on_commit(
-        lambda: execution_enqueue(execution_id=execution_id, provider_kind=kind), robust=True
-    )
 
 
 @transaction.atomic
