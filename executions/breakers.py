@@ -222,7 +222,7 @@ def breaker_record_failure(
 
 
 @transaction.atomic
-def breaker_release_permission(*, provider: Provider, now: Clock = timezone.now) -> None:
+def breaker_release_permission(*, provider: Provider) -> None:
     """Report an admitted call whose outcome says nothing about the provider (not counted).
 
     Half-open, it hands the trial permit back so that another call can take it.

@@ -434,7 +434,7 @@ def _try_provider(
         if counted:
             breaker_record_failure(provider=provider, duration_s=duration_s, now=run.now)
         else:
-            breaker_release_permission(provider=provider, now=run.now)
+            breaker_release_permission(provider=provider)
         code = getattr(error, "code", None) or "provider_error"
         fields = _error_fields(error_type=type(error).__name__, code=code, message=str(error))
         run.attempt(

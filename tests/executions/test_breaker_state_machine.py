@@ -148,7 +148,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.outstanding > 0)
     @rule()
     def release(self):
-        breakers.breaker_release_permission(provider=self.provider, now=self.now)
+        breakers.breaker_release_permission(provider=self.provider)
         self.model.release()
         self.outstanding -= 1
 

@@ -164,7 +164,7 @@ def test_released_trial_permits_can_be_taken_again(make_provider, clock):
     _call(provider, clock, failed=True)
     assert breakers.breaker_acquire_permission(provider=provider, now=clock) is True
     assert breakers.breaker_acquire_permission(provider=provider, now=clock) is False
-    breakers.breaker_release_permission(provider=provider, now=clock)
+    breakers.breaker_release_permission(provider=provider)
     assert breakers.breaker_acquire_permission(provider=provider, now=clock) is True
 
 
