@@ -242,9 +242,8 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
     @admin.display(description="recent calls")
     def window_summary(self, breaker: CircuitBreaker) -> str:
-        calls = len(breaker.window)
-        failures = sum(1 for outcome in breaker.window if outcome in ("f", "F"))
-        return f"{failures} failed of {calls}"
+        failures = breakers.breaker_window_failures(breaker=breaker)
+        return f"{failures} failed of {len(breaker.window)}"
 
     @admin.display(description="recent transitions")
     def recent_events(self, breaker: CircuitBreaker) -> str:

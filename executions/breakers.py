@@ -92,11 +92,19 @@ STATE_FIELDS = [
 ]
 
 
+def _failures(outcomes: list[str]) -> int:
+    return sum(1 for outcome in outcomes if outcome in (FAILURE, SLOW_FAILURE))
+
+
+def breaker_window_failures(*, breaker: CircuitBreaker) -> int:
+    """How many of the calls in the breaker's closed-state window failed."""
+    return _failures(breaker.window)
+
+
 def _rates(outcomes: list[str]) -> tuple[float, float]:
     total = len(outcomes)
-    failures = sum(1 for outcome in outcomes if outcome in (FAILURE, SLOW_FAILURE))
     slow = sum(1 for outcome in outcomes if outcome in (SLOW_SUCCESS, SLOW_FAILURE))
-    return 100.0 * failures / total, 100.0 * slow / total
+    return 100.0 * _failures(outcomes) / total, 100.0 * slow / total
 
 
 def _trip_reason(breaker: CircuitBreaker, outcomes: list[str]) -> str | None:

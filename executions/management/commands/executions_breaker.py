@@ -1,6 +1,11 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from executions.breakers import breaker_force_open, breaker_get_or_create, breaker_reset
+from executions.breakers import (
+    breaker_force_open,
+    breaker_get_or_create,
+    breaker_reset,
+    breaker_window_failures,
+)
 from executions.models import CircuitBreaker
 from providers.exceptions import ProviderNotFound
 from providers.selectors import provider_get
@@ -47,7 +52,7 @@ class Command(BaseCommand):
     def _show(self, breaker: CircuitBreaker) -> None:
         breaker.refresh_from_db()
         forced = " (forced)" if breaker.forced else ""
-        failures = sum(1 for outcome in breaker.window if outcome in ("f", "F"))
+        failures = breaker_window_failures(breaker=breaker)
         self.stdout.write(
             f"{breaker.provider.name}: {breaker.state}{forced} "
             f"since {breaker.state_changed_at:%Y-%m-%d %H:%M:%S %Z}"
