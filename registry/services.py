@@ -486,7 +486,7 @@ def _import_plan(document: Any) -> list[_ImportPlan]:
             problem = alias_name_problem(alias_name)
             if problem:
                 entry_problems.append(f"{where}.aliases.{alias_name}: {problem}")
-            elif number not in numbers:
+            elif not isinstance(number, int) or isinstance(number, bool) or number not in numbers:
                 entry_problems.append(
                     f"{where}.aliases.{alias_name}: points at version {number!r}, "
                     "which is not in the file."
@@ -539,12 +539,17 @@ def _import_versions(
             "created_at": item.get("created_at"),
         }
         if metadata["created_at"] is not None:
-            created_at = parse_datetime(str(metadata["created_at"]))
+            try:
+                created_at = parse_datetime(str(metadata["created_at"]))
+            except ValueError:  # well-formed but impossible, e.g. February 30
+                created_at = None
             if created_at is None or created_at.tzinfo is None:
                 problems.append(f"{here}: created_at must be an ISO 8601 time with a zone.")
             metadata["created_at"] = created_at
         if not isinstance(metadata["changelog"], str):
             problems.append(f"{here}: changelog must be a string.")
+        if not isinstance(metadata["author"], str | None):
+            problems.append(f"{here}: author must be a username or null.")
         versions.append((position, spec, metadata))
     return versions
 

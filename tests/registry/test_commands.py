@@ -316,6 +316,18 @@ def test_import_reports_every_kind_of_problem(populated, tmp_path):
     assert "signature 'sentiment': appears twice" in message
 
 
+def test_import_reports_malformed_values_instead_of_crashing(populated, tmp_path):
+    document = registry_export(names=["qa"])
+    qa = document["signatures"][0]
+    qa["versions"][0]["created_at"] = "2024-02-30T00:00:00+00:00"
+    qa["versions"][1]["author"] = ["alice"]
+    qa["aliases"]["production"] = [1]
+    message = _import_error(document, tmp_path)
+    assert "signature 'qa' version 1: created_at must be an ISO 8601 time" in message
+    assert "signature 'qa' version 2: author must be a username or null" in message
+    assert "aliases.production: points at version [1]" in message
+
+
 def test_import_refuses_a_different_version_under_an_existing_number(populated, tmp_path):
     document = registry_export(names=["qa"])
     version = document["signatures"][0]["versions"][1]
