@@ -14,24 +14,24 @@ _health_response = inline_serializer(
 )
 
 
-class LiveView(APIView):
-    """The process is up and serving requests."""
-
+class _ProbeView(APIView):
+    # Probes run before any client exists and often; credentials or rate limits would only
+    # make an orchestrator restart a healthy process.
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes: list = []
+
+
+class LiveView(_ProbeView):
+    """The process is up and serving requests."""
 
     @extend_schema(responses={200: _health_response}, tags=["health"])
     def get(self, request):
         return Response({"status": "ok"})
 
 
-class ReadyView(APIView):
+class ReadyView(_ProbeView):
     """The process can do useful work: the database answers."""
-
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    throttle_classes: list = []
 
     @extend_schema(responses={200: _health_response, 503: _health_response}, tags=["health"])
     def get(self, request):
