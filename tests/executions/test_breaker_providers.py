@@ -2,20 +2,13 @@
 and one at a local HTTP server answering 500. Executions run through the services with a
 movable clock, so the open period passes without sleeping."""
 
-import socket
-
 import pytest
 
 from executions.models import CircuitBreaker, Execution
 from executions.services import execution_claim, execution_create, execution_process
+from tests.providers.servers import free_port
 
 INPUTS = {"question": "What is the capital of France?", "level": 1}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -58,7 +51,7 @@ def _transitions(provider) -> list[tuple[str, str]]:
 def test_a_closed_port_trips_the_breaker_until_the_endpoint_comes_back(
     make_provider, run_execution, clock, openai_server
 ):
-    port = _free_port()
+    port = free_port()
     provider = make_provider(
         "unreachable", base_url=f"http://127.0.0.1:{port}/v1", adapter="chat", timeout_s=5
     )
