@@ -352,8 +352,9 @@ class SignatureAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/registry/signature/diff.html", context)
 
 
-def _number(value: str | None, *, default: int) -> int:
-    return int(value) if value and value.isdigit() else default
+def _number(value: str | None, *, default: int | None) -> int | None:
+    # isdigit() alone also accepts digits such as "²" that int() refuses.
+    return int(value) if value and value.isascii() and value.isdigit() else default
 
 
 def _pretty(value: Any) -> str:
@@ -409,9 +410,10 @@ class FieldRowForm(forms.Form):
 FieldRowFormSet = formset_factory(FieldRowForm, extra=2, can_delete=True)
 
 
-def _draft_source(signature: Signature, number: str | None) -> SignatureVersion | None:
-    if number and number.isdigit():
-        return get_object_or_404(SignatureVersion, signature=signature, number=int(number))
+def _draft_source(signature: Signature, value: str | None) -> SignatureVersion | None:
+    number = _number(value, default=None)
+    if number is not None:
+        return get_object_or_404(SignatureVersion, signature=signature, number=number)
     return selectors.signature_version_latest(signature=signature)
 
 

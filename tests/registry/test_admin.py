@@ -238,6 +238,10 @@ def test_diff_between_versions(admin_client_, library):
     assert "A new line." in page.content.decode()
     same = admin_client_.get(diff_url, {"old": 1, "new": 1})
     assert same.context["diff"].identical
+    # A non-ASCII digit is no version number: the defaults apply instead of a server error.
+    assert admin_client_.get(diff_url, {"old": "²"}).context["diff"].old.number == 1
+    draft = admin_client_.get(url, {"from": "²"})
+    assert draft.context["source"].number == 2
 
 
 def test_set_move_and_remove_alias(admin_client_, library):
