@@ -340,8 +340,7 @@ class SignatureListApi(RegistryApi):
 
 
 def _signature_detail(name: str) -> dict[str, Any]:
-    signature = selectors.signature_list().get(name=name)
-    return SignatureDetailSerializer(signature).data
+    return SignatureDetailSerializer(selectors.signature_detail(name=name)).data
 
 
 def _object(data: Any, *, field: str | None = None) -> dict[str, Any]:
@@ -369,7 +368,6 @@ class SignatureDetailApi(RegistryApi):
     )
     def get(self, request: Request, name: str) -> Response:
         """A signature with its versions (newest first) and aliases."""
-        self.signature()
         return Response(_signature_detail(name))
 
     @extend_schema(

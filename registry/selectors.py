@@ -20,6 +20,21 @@ def signature_get(*, name: str) -> Signature:
         raise SignatureNotFound(f"No signature named '{name}'.") from None
 
 
+def signature_detail(*, name: str) -> Signature:
+    """A signature with its versions (newest first) and aliases, authors and editors joined."""
+    queryset = Signature.objects.prefetch_related(
+        Prefetch(
+            "versions",
+            queryset=SignatureVersion.objects.select_related("author").order_by("-number"),
+        ),
+        Prefetch("aliases", queryset=Alias.objects.select_related("version", "updated_by")),
+    )
+    try:
+        return queryset.get(name=name)
+    except Signature.DoesNotExist:
+        raise SignatureNotFound(f"No signature named '{name}'.") from None
+
+
 def signature_version_latest(*, signature: Signature) -> SignatureVersion | None:
     return (
         SignatureVersion.objects.filter(signature=signature)

@@ -3,12 +3,14 @@
 import copy
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 from rest_framework_api_key.models import APIKey
 
 from registry.models import AliasChange, Signature
 from registry.selectors import signature_version_resolve
-from registry.services import alias_set
+from registry.services import alias_set, signature_version_create
 
 pytestmark = pytest.mark.django_db
 
@@ -87,6 +89,21 @@ def test_retrieve_signature_with_versions_and_aliases(reader, qa):
     missing = reader.get("/api/v1/signatures/nope/")
     assert missing.status_code == 404
     assert missing.json()["code"] == "signature_not_found"
+
+
+def test_retrieve_signature_queries_do_not_grow_with_versions(reader, qa, qa_spec, make_user):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert reader.get("/api/v1/signatures/qa/").status_code == 200
+        return len(captured)
+
+    before = queries()
+    author = make_user("author")
+    for number in (3, 4, 5):
+        spec = qa_spec | {"instructions": f"Revision {number}."}
+        version = signature_version_create(signature=qa, spec=spec, author=author).version
+        alias_set(signature=qa, name=f"stage{number}", version=version, user=author)
+    assert queries() == before
 
 
 def test_retrieve_versions(reader, qa):
