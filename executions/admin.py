@@ -4,6 +4,7 @@ Records (executions, provider attempts, breaker events) are read-only; breakers 
 state and offer force-open and reset, which call the breaker services.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.utils import formats, timezone
@@ -211,8 +212,27 @@ RECENT_EVENTS = 20
 STATE_FIELDS = ["provider", *breakers.STATE_FIELDS]
 
 
+class CircuitBreakerForm(forms.ModelForm):
+    class Meta:
+        model = CircuitBreaker
+        fields = CONFIG_FIELDS
+
+    def clean_half_open_permitted_calls(self) -> int:
+        # The database refuses fewer permitted trial calls than are already out.
+        permitted = self.cleaned_data["half_open_permitted_calls"]
+        issued = self.instance.half_open_permits_issued
+        if permitted < issued:
+            raise forms.ValidationError(
+                f"{issued} trial calls are already admitted: allow at least that many, or reset "
+                f"the breaker first.",
+                code="below_admitted_trial_calls",
+            )
+        return permitted
+
+
 @admin.register(CircuitBreaker)
 class CircuitBreakerAdmin(admin.ModelAdmin):
+    form = CircuitBreakerForm
     list_display = [
         "provider",
         "state",
@@ -270,10 +290,19 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request, obj: CircuitBreaker, form, change: bool) -> None:
-        # Workers change the state columns at any moment: write only the configuration.
-        CircuitBreaker.objects.filter(pk=obj.pk).update(
-            **{name: getattr(obj, name) for name in CONFIG_FIELDS}
-        )
+        # Workers change the state columns at any moment: write only the configuration, and
+        # only while no more trial calls are out than it permits (one may have gone out since
+        # the form was checked).
+        updated = CircuitBreaker.objects.filter(
+            pk=obj.pk, half_open_permits_issued__lte=obj.half_open_permitted_calls
+        ).update(**{name: getattr(obj, name) for name in CONFIG_FIELDS})
+        if not updated:
+            self.message_user(
+                request,
+                "Not saved: more trial calls went out meanwhile than the new configuration "
+                "permits; try again.",
+                messages.ERROR,
+            )
 
     @admin.action(description="Force open (stays open until reset)", permissions=["change"])
     def force_open(self, request, queryset: QuerySet) -> None:

@@ -99,6 +99,30 @@ def test_saving_a_breaker_changes_only_its_configuration(admin_client, records, 
 
 
 @pytest.mark.django_db
+def test_a_breaker_cannot_be_set_to_fewer_trial_calls_than_are_out(admin_client, echo_provider):
+    breaker = breakers.breaker_get_or_create(provider=echo_provider)
+    CircuitBreaker.objects.filter(pk=breaker.pk).update(
+        state="half_open", half_open_permits_issued=3
+    )
+    form = {
+        "failure_rate_threshold": 50,
+        "slow_call_rate_threshold": 100,
+        "slow_call_duration_s": 60,
+        "sliding_window_size": 20,
+        "minimum_calls": 10,
+        "open_duration_s": 30,
+        "half_open_permitted_calls": 1,
+        "half_open_max_wait_s": 300,
+    }
+    url = reverse("admin:executions_circuitbreaker_change", args=[breaker.pk])
+    response = admin_client.post(url, form)
+    assert response.status_code == 200
+    assert "3 trial calls are already admitted" in response.content.decode()
+    breaker.refresh_from_db()
+    assert (breaker.half_open_permitted_calls, breaker.half_open_permits_issued) == (3, 3)
+
+
+@pytest.mark.django_db
 def test_cancel_action(admin_client, qa, echo_provider, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         queued = execution_create(signature="qa", inputs={"question": "q", "level": 1}).execution
