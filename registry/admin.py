@@ -267,11 +267,9 @@ class SignatureAdmin(admin.ModelAdmin):
             obj._state.adding = False
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        signature = self.get_object(request, object_id)
+        # The page's `original` comes from get_queryset, so it carries `version_count`.
         extra_context = (extra_context or {}) | {
             "can_add_version": request.user.has_perm("registry.add_signatureversion"),
-            "has_versions": bool(signature and signature.versions.exists()),
-            "version_count": signature.versions.count() if signature else 0,
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -84,6 +84,20 @@ def test_signature_page_has_history_and_tools(admin_client_, library):
     assert "alias history" in content.lower()
 
 
+def test_signature_page_tools_follow_the_version_count(admin_client_, make_signature):
+    def tools(signature: Signature) -> str:
+        url = reverse("admin:registry_signature_change", args=[signature.pk])
+        return admin_client_.get(url).content.decode()
+
+    blank = tools(make_signature("blank", versions=0))
+    assert "Add the first version" in blank
+    assert "Compare versions" not in blank
+    one = tools(make_signature("one", versions=1))
+    assert "New version (draft from latest)" in one
+    assert "Compare versions" not in one
+    assert "Compare versions" in tools(make_signature("two", versions=2))
+
+
 def test_signature_add_and_edit_through_services(admin_client_):
     response = admin_client_.post(
         reverse("admin:registry_signature_add"),
