@@ -162,6 +162,7 @@ def breaker_acquire_permission(*, provider: Provider, now: Clock = timezone.now)
     moment = now()
     previous_state = breaker.state
     _expire_states(breaker, now=moment)
+    changed = breaker.state != previous_state
     permitted = False
     if breaker.state == CircuitBreaker.State.CLOSED:
         permitted = True
@@ -170,8 +171,8 @@ def breaker_acquire_permission(*, provider: Provider, now: Clock = timezone.now)
         and breaker.half_open_permits_issued < breaker.half_open_permitted_calls
     ):
         breaker.half_open_permits_issued += 1
-        permitted = True
-    if breaker.state != previous_state or breaker.state == CircuitBreaker.State.HALF_OPEN:
+        permitted = changed = True
+    if changed:
         breaker.save(update_fields=STATE_FIELDS)
     return permitted
 
