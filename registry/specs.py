@@ -40,7 +40,7 @@ FIELD_TYPES = tuple(FieldType.values)
 
 
 class ModuleKind(models.TextChoices):
-    """DSPy modules a version can run with. Adding one: a member here and in services."""
+    """DSPy modules a version can run with. Adding one: a member here and in programs."""
 
     PREDICT = "Predict", "Predict"
     CHAIN_OF_THOUGHT = "ChainOfThought", "ChainOfThought"
@@ -363,7 +363,7 @@ def version_spec_validate(data: Any) -> VersionSpec:
     """Validate and normalise a version spec, raising :class:`InvalidSpec` with every problem.
 
     This checks the shape; whether a compiled state loads into the module it names is checked
-    by ``services.signature_version_check_state`` (it needs DSPy).
+    by ``services.version_spec_check`` (it needs DSPy).
     """
     if not isinstance(data, dict):
         raise InvalidSpec({"non_field_errors": ["A version spec must be a JSON object."]})
