@@ -1,7 +1,4 @@
-from pathlib import Path
-
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Permission, User
 
 from tests.providers.engines import ScriptedEngine
@@ -32,15 +29,3 @@ def viewer(db) -> User:
 def operator_client(client, operator):
     client.force_login(operator)
     return client
-
-
-@pytest.fixture(scope="session")
-def default_model_dir() -> Path:
-    """The real default model, installed once into VAR_DIR/models (idempotent, kept between runs).
-
-    Installing it here rather than through the command keeps the fixture free of the database;
-    the tests that need the registered provider run the command, which then only registers it.
-    """
-    from providers.mlx.default_model import install_default_model
-
-    return install_default_model(models_dir=Path(settings.VAR_DIR) / "models", progress=print)
