@@ -9,13 +9,13 @@ import os
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from providers import services
+from providers import selectors, services
 from providers.models import Provider, ProviderFallback
 
 
@@ -92,8 +92,8 @@ class ProviderAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request) -> QuerySet:
-        links = ProviderFallback.objects.select_related("fallback").order_by("position")
-        return super().get_queryset(request).prefetch_related(Prefetch("fallback_links", links))
+        # The fallback links prefetched, for the list's fallback column.
+        return selectors.provider_list()
 
     @admin.display(description="adapter", ordering="adapter")
     def adapter_value(self, provider: Provider) -> str:
