@@ -65,27 +65,29 @@ def signature_version_resolve(*, name: str, ref: int | str | None = None) -> Sig
         raise VersionNotFound(f"'{ref}' is not a version number or alias of '{name}'.")
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
         return signature_version_get(signature=signature, number=int(ref))
-    if ref is None or ref == LATEST:
-        if ref is None:
-            alias = (
-                Alias.objects.select_related("version__signature")
-                .filter(signature=signature, name=PRODUCTION)
-                .first()
-            )
-            if alias is not None:
-                return alias.version
+    if ref is None:
+        production = _alias_version(signature=signature, name=PRODUCTION)
+        if production is not None:
+            return production
+        ref = LATEST
+    if ref == LATEST:
         latest = signature_version_latest(signature=signature)
         if latest is None:
             raise VersionNotFound(f"Signature '{name}' has no versions yet.")
         return latest
+    version = _alias_version(signature=signature, name=ref)
+    if version is None:
+        raise AliasNotFound(f"Signature '{name}' has no alias '{ref}'.")
+    return version
+
+
+def _alias_version(*, signature: Signature, name: str) -> SignatureVersion | None:
     alias = (
         Alias.objects.select_related("version__signature")
-        .filter(signature=signature, name=ref)
+        .filter(signature=signature, name=name)
         .first()
     )
-    if alias is None:
-        raise AliasNotFound(f"Signature '{name}' has no alias '{ref}'.")
-    return alias.version
+    return alias.version if alias else None
 
 
 def signature_list(
