@@ -318,6 +318,9 @@ class _ModelScheduler(threading.Thread):
         if finish_reason != FINISH_STOP:
             # The generator reports an end-of-sequence token with "stop"; it is not text.
             request.tokens.append(token)
+        if finish_reason is None and not request.stop:
+            # Nothing to look for in the text yet: decode once, when the request finishes.
+            return False
         with self.tokenizer_lock:
             text = self.tokenizer.decode(request.tokens)
         cut = min((index for stop in request.stop if (index := text.find(stop)) >= 0), default=None)
