@@ -31,7 +31,7 @@ from executions.exceptions import ExecutionsError
 from executions.filters import ExecutionFilter
 from executions.models import Execution
 from executions.selectors import execution_attempts, execution_get, execution_list, execution_wait
-from executions.services import execution_cancel, execution_create
+from executions.services import ExecutionCreateResult, execution_cancel, execution_create
 from providers.exceptions import NoProviderConfigured, ProviderDisabled, ProviderError
 from registry.exceptions import InputValidationError, RegistryError
 
@@ -437,6 +437,19 @@ def _idempotency_key(request) -> str:
     return key
 
 
+def _create(request, item: dict[str, Any], **options: Any) -> ExecutionCreateResult:
+    """`execution_create` for one validated request item, on behalf of the request's client."""
+    return execution_create(
+        signature=item["signature"],
+        version=item["version"],
+        inputs=item["inputs"],
+        config=item["config"],
+        provider=item["provider"],
+        **_client(request),
+        **options,
+    )
+
+
 def _wait_s(data: dict) -> float:
     return (
         data["timeout_s"]
@@ -488,16 +501,12 @@ class ExecuteView(ExecutionsAPIView):
         serializer = ExecuteRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        result = execution_create(
-            signature=data["signature"],
-            version=data["version"],
-            inputs=data["inputs"],
-            config=data["config"],
-            provider=data["provider"],
+        result = _create(
+            request,
+            data,
             mode=data["mode"],
             timeout_s=data["timeout_s"],
             idempotency_key=_idempotency_key(request),
-            **_client(request),
         )
         execution = result.execution
         if data["mode"] == Execution.Mode.SYNC and not execution.is_finished:
@@ -592,7 +601,6 @@ class ExecuteBatchView(ExecutionsAPIView):
         return Response({"batch_id": batch_id, "items": items}, status=http_status)
 
     def _submit(self, request, item: Any, *, mode: str, key: str, batch_id: uuid.UUID) -> dict:
-        serializer = ExecutionItemSerializer(data=item if isinstance(item, dict) else {})
         try:
             if not isinstance(item, dict):
                 raise exceptions.ValidationError(
@@ -602,18 +610,14 @@ class ExecuteBatchView(ExecutionsAPIView):
                         ]
                     }
                 )
+            serializer = ExecutionItemSerializer(data=item)
             serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
-            result = execution_create(
-                signature=data["signature"],
-                version=data["version"],
-                inputs=data["inputs"],
-                config=data["config"],
-                provider=data["provider"],
+            result = _create(
+                request,
+                serializer.validated_data,
                 mode=mode,
                 idempotency_key=key,
                 batch_id=batch_id,
-                **_client(request),
             )
         except (exceptions.ValidationError, RegistryError, ProviderError, ExecutionsError) as exc:
             response = api_exception_handler(exc, {"request": request, "view": self})
