@@ -109,7 +109,19 @@ class LatestRowsFormSet(forms.BaseInlineFormSet):
         return super().get_queryset()[: self.limit]
 
 
-class VersionInline(admin.TabularInline):
+class VersionColumns:
+    """Columns that the version history inline and the version admin both show."""
+
+    @admin.display(description="aliases")
+    def aliases_display(self, version: SignatureVersion) -> str:
+        return ", ".join(sorted(alias.name for alias in version.aliases.all())) or "-"
+
+    @admin.display(description="hash")
+    def short_hash(self, version: SignatureVersion) -> str:
+        return version.content_hash[:12]
+
+
+class VersionInline(VersionColumns, admin.TabularInline):
     model = SignatureVersion
     formset = LatestRowsFormSet
     fields = [
@@ -146,14 +158,6 @@ class VersionInline(admin.TabularInline):
     def version_link(self, version: SignatureVersion) -> str:
         url = reverse("admin:registry_signatureversion_change", args=[version.pk])
         return format_html('<a href="{}">v{}</a>', url, version.number)
-
-    @admin.display(description="aliases")
-    def aliases_display(self, version: SignatureVersion) -> str:
-        return ", ".join(sorted(alias.name for alias in version.aliases.all())) or "-"
-
-    @admin.display(description="hash")
-    def short_hash(self, version: SignatureVersion) -> str:
-        return version.content_hash[:12]
 
 
 class AliasChangeInline(admin.TabularInline):
@@ -525,7 +529,7 @@ def _draft_errors(errors: dict, draft: VersionDraftForm, rows, positions: dict[s
 
 
 @admin.register(SignatureVersion)
-class SignatureVersionAdmin(admin.ModelAdmin):
+class SignatureVersionAdmin(VersionColumns, admin.ModelAdmin):
     list_display = [
         "__str__",
         "signature_link",
@@ -593,14 +597,6 @@ class SignatureVersionAdmin(admin.ModelAdmin):
     def signature_link(self, version: SignatureVersion) -> str:
         url = reverse("admin:registry_signature_change", args=[version.signature_id])
         return format_html('<a href="{}">{}</a>', url, version.signature.name)
-
-    @admin.display(description="aliases")
-    def aliases_display(self, version: SignatureVersion) -> str:
-        return ", ".join(sorted(alias.name for alias in version.aliases.all())) or "-"
-
-    @admin.display(description="hash")
-    def short_hash(self, version: SignatureVersion) -> str:
-        return version.content_hash[:12]
 
     @admin.display(description="instructions")
     def instructions_display(self, version: SignatureVersion) -> str:
