@@ -180,17 +180,17 @@ def provider_create(*, fallbacks: list[Provider] | None = None, **fields: Any) -
 def provider_update(
     *, provider: Provider, data: dict[str, Any], fallbacks: list[Provider] | None = None
 ) -> Provider:
-    """Apply `data` (and a new fallback list when given), validating before anything is saved."""
+    """Apply `data` (and a new fallback list when given); nothing is kept unless all is valid.
+
+    The fallback list is validated by `provider_set_fallbacks`, under the provider's row lock;
+    when it is refused, the transaction takes the row's changes back too.
+    """
     unknown = set(data) - set(PROVIDER_FIELDS)
     if unknown:
         raise TypeError(f"Unknown provider fields: {sorted(unknown)}")
     for field, value in data.items():
         setattr(provider, field, value)
     provider.full_clean()
-    if fallbacks is not None:
-        errors = provider_fallback_errors(provider=provider, fallbacks=fallbacks)
-        if errors:
-            raise ValidationError({"fallbacks": errors})
     provider.save()
     if fallbacks is not None:
         provider_set_fallbacks(provider=provider, fallbacks=fallbacks)
