@@ -1,11 +1,11 @@
-"""Reads of executions and breakers. Writes live in services and breakers."""
+"""Reads of executions. Writes live in services."""
 
 import time
 import uuid
 
 from django.db.models import QuerySet
 
-from executions.models import CircuitBreaker, Execution, ExecutionAttempt
+from executions.models import Execution, ExecutionAttempt
 
 # The sync API polls the row: quickly at first (most local calls take well under a second),
 # then backing off so a long wait costs a query every half second at most.
@@ -43,7 +43,3 @@ def execution_wait(*, execution_id: uuid.UUID | str, timeout_s: float) -> Execut
             return execution
         time.sleep(min(pause, remaining))
         pause = min(pause * 2, _POLL_MAX_S)
-
-
-def breaker_list() -> QuerySet[CircuitBreaker]:
-    return CircuitBreaker.objects.select_related("provider").order_by("provider__name")
