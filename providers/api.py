@@ -8,7 +8,6 @@ import os
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException
@@ -127,20 +126,12 @@ class ProviderListCreateApi(generics.ListCreateAPIView):
     queryset = selectors.provider_list()
     filterset_fields = ["kind", "enabled"]
 
-    def perform_create(self, serializer: ProviderSerializer) -> None:
-        with transaction.atomic():
-            serializer.save()
-
 
 class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = ProviderSerializer
     permission_classes = [IsAuthenticated, DjangoModelPermissions]
     queryset = selectors.provider_list()
     lookup_field = "name"
-
-    def perform_update(self, serializer: ProviderSerializer) -> None:
-        with transaction.atomic():
-            serializer.save()
 
     @extend_schema(responses={204: None, 409: ProviderErrorSerializer})
     def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
