@@ -22,7 +22,15 @@ from django.utils.html import format_html, format_html_join
 from registry import selectors, services
 from registry.exceptions import InvalidSpec, RegistryError, errors_flatten
 from registry.models import Alias, AliasChange, Signature, SignatureVersion
-from registry.specs import FieldType, ModuleKind, tags_normalize
+from registry.specs import (
+    ALIAS_MAX_LENGTH,
+    FIELD_NAME_MAX_LENGTH,
+    PREFIX_MAX_LENGTH,
+    PRODUCTION,
+    FieldType,
+    ModuleKind,
+    tags_normalize,
+)
 
 # Filters
 
@@ -87,7 +95,7 @@ class TagsField(forms.CharField):
     def to_python(self, value):
         text = super().to_python(value)
         try:
-            return tags_normalize([tag for tag in text.split(",")])
+            return tags_normalize(text.split(","))
         except InvalidSpec as exc:
             raise forms.ValidationError(exc.errors["tags"]) from exc
 
@@ -395,12 +403,12 @@ class VersionDraftForm(forms.Form):
 class FieldRowForm(forms.Form):
     role = forms.ChoiceField(choices=[("input", "input"), ("output", "output")])
     name = forms.CharField(
-        required=False, max_length=64, widget=forms.TextInput(attrs={"size": 16})
+        required=False, max_length=FIELD_NAME_MAX_LENGTH, widget=forms.TextInput(attrs={"size": 16})
     )
     type = forms.ChoiceField(choices=FieldType.choices)
     description = forms.CharField(required=False, widget=forms.TextInput(attrs={"size": 28}))
     prefix = forms.CharField(
-        required=False, max_length=100, widget=forms.TextInput(attrs={"size": 12})
+        required=False, max_length=PREFIX_MAX_LENGTH, widget=forms.TextInput(attrs={"size": 12})
     )
     choices = forms.CharField(
         required=False,
@@ -728,8 +736,8 @@ class SignatureVersionAdmin(VersionColumns, admin.ModelAdmin):
 
 class AliasForm(forms.Form):
     name = forms.CharField(
-        max_length=50,
-        initial="production",
+        max_length=ALIAS_MAX_LENGTH,
+        initial=PRODUCTION,
         help_text="e.g. production, staging. Moving an existing alias repoints it here.",
     )
 

@@ -38,7 +38,7 @@ from registry.exceptions import (
     VersionNotFound,
 )
 from registry.models import Alias, Signature, SignatureVersion
-from registry.specs import FieldType, ModuleKind
+from registry.specs import MAX_TOKENS_LIMIT, NAME_MAX_LENGTH, NAME_PATTERN, FieldType, ModuleKind
 
 # Serializers. Requests are validated by registry.specs (one set of rules for the API, the
 # admin, imports and discovery); the request serializers document their shape in the schema.
@@ -60,7 +60,7 @@ class FieldSpecSerializer(serializers.Serializer):
 
 class LmDefaultsSerializer(serializers.Serializer):
     temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
-    max_tokens = serializers.IntegerField(required=False, min_value=1)
+    max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=MAX_TOKENS_LIMIT)
 
 
 class VersionSpecSerializer(serializers.Serializer):
@@ -80,7 +80,7 @@ class VersionSpecSerializer(serializers.Serializer):
 
 
 class SignatureCreateSerializer(serializers.Serializer):
-    name = serializers.RegexField(r"^[a-z][a-z0-9_]*$", max_length=100)
+    name = serializers.RegexField(NAME_PATTERN, max_length=NAME_MAX_LENGTH)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     tags = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     version = VersionSpecSerializer(
