@@ -524,10 +524,11 @@ def _draft_errors(errors: dict, draft: VersionDraftForm, rows, positions: dict[s
             else:
                 for message in problems:
                     draft.add_error(None, f"{role.capitalize()} fields: {message}")
-        elif key == "lm_defaults":
-            for line in errors_flatten(problems):
-                field = line.split(":", 1)[0]
-                draft.add_error(field if field in draft.fields else None, line.split(": ", 1)[-1])
+        elif key == "lm_defaults" and isinstance(problems, dict):
+            # Its keys (temperature, max_tokens) are the draft form's own fields.
+            for field, messages in problems.items():
+                for message in messages:
+                    draft.add_error(field if field in draft.fields else None, message)
         else:
             for message in errors_flatten(problems):
                 draft.add_error(key if key in draft.fields else None, message)

@@ -205,6 +205,17 @@ def test_draft_errors_land_on_their_rows(admin_client_, library):
     assert version.signature.versions.count() == 1
 
 
+def test_draft_lm_default_errors_land_on_their_fields(admin_client_, library):
+    version = library["qa"]
+    url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
+    response = admin_client_.post(url, _draft_post(version, max_tokens="2000000"))
+    assert response.status_code == 200
+    assert response.context["draft"].errors["max_tokens"] == [
+        "max_tokens must be an integer from 1 to 1000000."
+    ]
+    assert version.signature.versions.count() == 1
+
+
 def test_first_version_of_an_empty_signature(admin_client_):
     signature = Signature.objects.create(name="blank")
     url = reverse("admin:registry_signature_new_version", args=[signature.pk])
