@@ -9,7 +9,7 @@ from typing import Any
 
 import dspy
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import ProtectedError
 
 from providers.engines import (
@@ -197,11 +197,27 @@ def provider_update(
     return provider
 
 
+def _lock_fallback_graph() -> None:
+    """Take the lock that serialises every change of the fallback graph, until commit.
+
+    A cycle check must see every link that could close a cycle with this edit, and row locks
+    cannot promise that: edits of unrelated providers (a -> b beside c -> d, with b -> c and
+    d -> a stored) each see no cycle and together make one. SQLite serialises writers itself.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('providers.fallback_graph'))")
+
+
 @transaction.atomic
 def provider_set_fallbacks(*, provider: Provider, fallbacks: list[Provider]) -> None:
     """Replace the provider's ordered fallback list (first entry tried first)."""
-    # Lock the provider row so two concurrent edits cannot each close half of a cycle.
-    Provider.objects.select_for_update().filter(pk=provider.pk).first()
+    # The provider's row before the graph lock, as every edit of the provider takes them (a
+    # saved form or provider_update holds the row already), so two edits cannot deadlock.
+    # NO KEY UPDATE: an edit holding the graph lock may add a link to this provider, which
+    # needs only a key-share lock on its row.
+    Provider.objects.select_for_update(no_key=True).filter(pk=provider.pk).first()
+    _lock_fallback_graph()
     errors = provider_fallback_errors(provider=provider, fallbacks=fallbacks)
     if errors:
         raise ValidationError({"fallbacks": errors})
