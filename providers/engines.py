@@ -252,23 +252,24 @@ def remote_error_precise(exc: dspy.LMError) -> dspy.LMError:
     return exc
 
 
+@contextlib.contextmanager
+def _precise_remote_errors() -> Iterator[None]:
+    try:
+        yield
+    except dspy.LMError as exc:
+        precise = remote_error_precise(exc)
+        if precise is exc:
+            raise
+        raise precise from exc
+
+
 class OpenAICompatibleLM(dspy.LM):
     """`dspy.LM` for `openai` providers, raising precise errors (see `remote_error_precise`)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _precise_remote_errors():
             return super().__call__(*args, **kwargs)
-        except dspy.LMError as exc:
-            precise = remote_error_precise(exc)
-            if precise is exc:
-                raise
-            raise precise from exc
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _precise_remote_errors():
             return await super().acall(*args, **kwargs)
-        except dspy.LMError as exc:
-            precise = remote_error_precise(exc)
-            if precise is exc:
-                raise
-            raise precise from exc
