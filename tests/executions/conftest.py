@@ -6,6 +6,7 @@ import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import IO
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -170,14 +171,15 @@ def start_cluster(python, repo_root, subprocess_env, monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", False)
     processes = []
 
-    def start(cluster_name: str | None = None, **env) -> subprocess.Popen:
+    def start(cluster_name: str | None = None, *, log: IO | None = None, **env) -> subprocess.Popen:
+        """`log`, when given, receives the cluster's stdout and stderr."""
         extra = {"Q_CLUSTER_NAME": cluster_name} if cluster_name else {}
         process = subprocess.Popen(
             [python, "manage.py", "qcluster"],
             cwd=repo_root,
             env=subprocess_env | extra | env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
             start_new_session=True,
         )
         processes.append(process)

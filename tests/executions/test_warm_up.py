@@ -1,6 +1,5 @@
 """Inference workers load the enabled local models when they start."""
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,9 +18,7 @@ def clean_runtime():
 
 
 @pytest.mark.django_db
-def test_warm_up_loads_enabled_local_models_only(
-    make_provider, tiny_model_dir, tmp_path, clean_runtime
-):
+def test_warm_up_loads_enabled_local_models_only(make_provider, tiny_model_dir, clean_runtime):
     make_provider("tiny", kind="mlx", model=str(tiny_model_dir))
     make_provider("off", kind="mlx", model=str(tiny_model_dir), enabled=False)
     make_provider("remote", base_url="http://127.0.0.1:9/v1")
@@ -43,29 +40,14 @@ def test_provider_warm_up(make_provider, tiny_model_dir, clean_runtime):
 @pytest.mark.qcluster
 @pytest.mark.django_db(transaction=True)
 def test_an_inference_worker_warms_up_at_start(
-    make_provider, tiny_model_dir, python, repo_root, subprocess_env, tmp_path
+    make_provider, tiny_model_dir, start_cluster, tmp_path
 ):
     make_provider("tiny", kind="mlx", model=str(tiny_model_dir))
     log_path = tmp_path / "cluster.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [python, "manage.py", "qcluster"],
-            cwd=repo_root,
-            env=subprocess_env | {"Q_CLUSTER_NAME": "inference", "LOG_LEVEL": "INFO"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while "Warmed up the model of provider 'tiny'" not in log_path.read_text():
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.2)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process = start_cluster("inference", log=log, LOG_LEVEL="INFO")
+    deadline = time.monotonic() + 90
+    while "Warmed up the model of provider 'tiny'" not in log_path.read_text():
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.2)
