@@ -275,10 +275,10 @@ class SignatureListApi(RegistryApi):
     def get(self, request: Request) -> Response:
         """List and search signatures."""
         queryset = selectors.signature_list(
-            search=request.query_params.get("search"),
-            tag=request.query_params.get("tag"),
-            module_kind=request.query_params.get("module_kind"),
-            alias=request.query_params.get("alias"),
+            search=_query_text(request, "search"),
+            tag=_query_text(request, "tag"),
+            module_kind=_query_text(request, "module_kind"),
+            alias=_query_text(request, "alias"),
         )
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(SignatureSerializer(page, many=True).data)
@@ -348,6 +348,14 @@ def _object(data: Any, *, field: str | None = None) -> dict[str, Any]:
         message = "Expected a JSON object."
         raise ValidationError({field: [message]} if field else {"non_field_errors": [message]})
     return data
+
+
+def _query_text(request: Request, key: str) -> str | None:
+    value = request.query_params.get(key)
+    if value and "\x00" in value:
+        # PostgreSQL refuses NUL characters in text, so the query would fail.
+        raise ValidationError({key: ["Null characters are not allowed."]})
+    return value
 
 
 def _text(value: Any, *, field: str) -> str:
@@ -508,13 +516,7 @@ class AliasDetailApi(RegistryApi):
     )
     def get(self, request: Request, name: str, alias: str) -> Response:
         """One alias and the version it points at."""
-        found = (
-            Alias.objects.select_related("version", "updated_by")
-            .filter(signature=self.signature(), name=alias)
-            .first()
-        )
-        if found is None:
-            raise AliasNotFound(f"Signature '{name}' has no alias '{alias}'.")
+        found = selectors.alias_get(signature=self.signature(), name=alias)
         return Response(AliasSerializer(found).data)
 
     @extend_schema(

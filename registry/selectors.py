@@ -10,14 +10,11 @@ from django.db.models import Prefetch, Q, QuerySet
 
 from registry.exceptions import AliasNotFound, SignatureNotFound, VersionNotFound
 from registry.models import Alias, Signature, SignatureVersion
-from registry.specs import LATEST, PRODUCTION
+from registry.specs import LATEST, PRODUCTION, alias_name_problem, name_problem
 
 
 def signature_get(*, name: str) -> Signature:
-    try:
-        return Signature.objects.get(name=name)
-    except Signature.DoesNotExist:
-        raise SignatureNotFound(f"No signature named '{name}'.") from None
+    return _signature_named(Signature.objects.all(), name=name)
 
 
 def signature_detail(*, name: str) -> Signature:
@@ -29,10 +26,35 @@ def signature_detail(*, name: str) -> Signature:
         ),
         Prefetch("aliases", queryset=Alias.objects.select_related("version", "updated_by")),
     )
-    try:
-        return queryset.get(name=name)
-    except Signature.DoesNotExist:
-        raise SignatureNotFound(f"No signature named '{name}'.") from None
+    return _signature_named(queryset, name=name)
+
+
+def _signature_named(queryset: QuerySet[Signature], *, name: str) -> Signature:
+    # A name that breaks the naming rules is never stored, and one holding a NUL character
+    # would make PostgreSQL refuse the query: either way there is no such signature.
+    if name_problem(name) is None:
+        try:
+            return queryset.get(name=name)
+        except Signature.DoesNotExist:
+            pass
+    raise SignatureNotFound(f"No signature named '{name}'.")
+
+
+def alias_get(*, signature: Signature, name: str) -> Alias:
+    alias = _alias_find(signature=signature, name=name)
+    if alias is None:
+        raise AliasNotFound(f"Signature '{signature.name}' has no alias '{name}'.")
+    return alias
+
+
+def _alias_find(*, signature: Signature, name: str) -> Alias | None:
+    if alias_name_problem(name) is not None:  # never stored; see _signature_named
+        return None
+    return (
+        Alias.objects.select_related("version__signature", "updated_by")
+        .filter(signature=signature, name=name)
+        .first()
+    )
 
 
 def signature_version_latest(*, signature: Signature) -> SignatureVersion | None:
@@ -66,28 +88,16 @@ def signature_version_resolve(*, name: str, ref: int | str | None = None) -> Sig
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
         return signature_version_get(signature=signature, number=int(ref))
     if ref is None:
-        production = _alias_version(signature=signature, name=PRODUCTION)
+        production = _alias_find(signature=signature, name=PRODUCTION)
         if production is not None:
-            return production
+            return production.version
         ref = LATEST
     if ref == LATEST:
         latest = signature_version_latest(signature=signature)
         if latest is None:
             raise VersionNotFound(f"Signature '{name}' has no versions yet.")
         return latest
-    version = _alias_version(signature=signature, name=ref)
-    if version is None:
-        raise AliasNotFound(f"Signature '{name}' has no alias '{ref}'.")
-    return version
-
-
-def _alias_version(*, signature: Signature, name: str) -> SignatureVersion | None:
-    alias = (
-        Alias.objects.select_related("version__signature")
-        .filter(signature=signature, name=name)
-        .first()
-    )
-    return alias.version if alias else None
+    return alias_get(signature=signature, name=ref).version
 
 
 def signature_list(

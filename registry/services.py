@@ -223,7 +223,9 @@ def alias_set(
 @transaction.atomic
 def alias_remove(*, signature: Signature, name: str, user: MaybeUser = None) -> None:
     locked = Signature.objects.select_for_update().get(pk=signature.pk)
-    alias = Alias.objects.select_related("version").filter(signature=locked, name=name).first()
+    alias = None
+    if alias_name_problem(name) is None:  # a name against the rules is never stored
+        alias = Alias.objects.select_related("version").filter(signature=locked, name=name).first()
     if alias is None:
         raise AliasNotFound(f"Signature '{signature.name}' has no alias '{name}'.")
     AliasChange.objects.create(

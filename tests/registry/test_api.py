@@ -106,6 +106,27 @@ def test_retrieve_signature_queries_do_not_grow_with_versions(reader, qa, qa_spe
     assert queries() == before
 
 
+@pytest.mark.parametrize(
+    ("url", "status_code"),
+    [
+        ("/api/v1/signatures/%00/", 404),
+        ("/api/v1/signatures/qa/resolve/?ref=%00", 404),
+        ("/api/v1/signatures/qa/aliases/%00/", 404),
+        ("/api/v1/signatures/?search=%00", 400),
+        ("/api/v1/signatures/?tag=%00", 400),
+        ("/api/v1/signatures/?alias=a%00", 400),
+    ],
+)
+def test_null_characters_are_refused_not_sent_to_the_database(reader, qa, url, status_code):
+    assert reader.get(url).status_code == status_code
+
+
+def test_removing_an_alias_with_a_null_character_is_not_found(editor, qa):
+    response = editor.delete("/api/v1/signatures/qa/aliases/%00/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "alias_not_found"
+
+
 def test_retrieve_versions(reader, qa):
     versions = reader.get("/api/v1/signatures/qa/versions/").json()
     assert [v["number"] for v in versions["results"]] == [2, 1]
