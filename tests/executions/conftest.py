@@ -25,6 +25,9 @@ QA_SPEC = {
     "output_fields": [{"name": "answer", "type": "str", "description": "The answer."}],
     "module_kind": "Predict",
 }
+# Inputs valid for QA_SPEC, shared by the tests that run it.
+INPUTS = {"question": "What is the capital of France?", "level": 1}
+EXECUTE = "/api/v1/dspy/execute"
 ECHO_ENGINE = "tests.executions.engines.EchoEngine"
 BROKEN_ENGINE = "tests.executions.engines.BrokenEngine"
 SLOW_ENGINE = "tests.executions.engines.SlowEngine"

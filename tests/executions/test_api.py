@@ -9,10 +9,9 @@ from rest_framework.test import APIClient
 from rest_framework_api_key.models import APIKey
 
 from executions.models import Execution
+from tests.executions.conftest import EXECUTE, INPUTS
 
-EXECUTE = "/api/v1/dspy/execute"
 BATCH = "/api/v1/dspy/execute/batch"
-INPUTS = {"question": "What is the capital of France?", "level": 1}
 
 
 def _body(**overrides) -> dict:

@@ -6,9 +6,8 @@ import pytest
 
 from executions.models import CircuitBreaker, Execution
 from executions.services import execution_claim, execution_create, execution_process
+from tests.executions.conftest import INPUTS
 from tests.providers.servers import free_port
-
-INPUTS = {"question": "What is the capital of France?", "level": 1}
 
 
 @pytest.fixture

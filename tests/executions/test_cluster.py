@@ -10,10 +10,7 @@ from django_q.models import Success
 from django_q.tasks import async_task
 
 from executions.models import Execution
-from tests.executions.conftest import SLOW_ENGINE
-
-EXECUTE = "/api/v1/dspy/execute"
-INPUTS = {"question": "What is the capital of France?", "level": 1}
+from tests.executions.conftest import EXECUTE, INPUTS, SLOW_ENGINE
 
 
 def _wait_for(condition, *, timeout: float, what: str):

@@ -20,8 +20,7 @@ from executions.services import (
 from executions.tasks import execution_run
 from providers.exceptions import ProviderDisabled, ProviderNotFound
 from registry.exceptions import AliasNotFound, InputValidationError, SignatureNotFound
-
-INPUTS = {"question": "What is the capital of France?", "level": 1}
+from tests.executions.conftest import INPUTS
 
 
 def _create(**overrides):
