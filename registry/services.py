@@ -44,6 +44,7 @@ from registry.specs import (
     alias_name_problem,
     name_problem,
     tags_normalize,
+    text_problem,
     version_spec_validate,
 )
 
@@ -90,8 +91,9 @@ def signature_create(
     problem = name_problem(name)
     if problem:
         errors["name"] = [problem]
-    if not isinstance(description, str):
-        errors["description"] = ["The description must be a string."]
+    problem = text_problem(description)
+    if problem:
+        errors["description"] = [f"The description {problem}"]
     try:
         tags = tags_normalize(tags)
     except InvalidSpec as exc:
@@ -120,8 +122,9 @@ def signature_update(
     """Change a signature's documentation. Behaviour only changes through new versions."""
     update_fields = ["updated_at"]
     if description is not None:
-        if not isinstance(description, str):
-            raise InvalidSpec({"description": ["The description must be a string."]})
+        problem = text_problem(description)
+        if problem:
+            raise InvalidSpec({"description": [f"The description {problem}"]})
         signature.description = description.strip()
         update_fields.append("description")
     if tags is not None:
@@ -146,6 +149,9 @@ def signature_version_create(
     gapless numbers.
     """
     spec = version_spec_check(name=signature.name, data=spec)
+    problem = text_problem(changelog or "")
+    if problem:
+        raise InvalidSpec({"changelog": [f"The changelog {problem}"]})
     locked = Signature.objects.select_for_update().get(pk=signature.pk)
     latest = signature_version_latest(signature=locked)
     if latest is not None and latest.content_hash == spec.content_hash:
@@ -476,8 +482,9 @@ def _import_plan(document: Any) -> list[_ImportPlan]:
             entry_problems += [f"{where}.{line}" for line in errors_flatten(exc.errors)]
             tags = []
         description = entry.get("description") or ""
-        if not isinstance(description, str):
-            entry_problems.append(f"{where}.description: must be a string.")
+        problem = text_problem(description)
+        if problem:
+            entry_problems.append(f"{where}.description: {problem}")
         versions = _import_versions(name, entry.get("versions"), entry_problems)
         aliases = entry.get("aliases") or {}
         numbers = {number for number, _, _ in versions}
@@ -548,9 +555,10 @@ def _import_versions(
             if created_at is None or created_at.tzinfo is None:
                 problems.append(f"{here}: created_at must be an ISO 8601 time with a zone.")
             metadata["created_at"] = created_at
-        if not isinstance(metadata["changelog"], str):
-            problems.append(f"{here}: changelog must be a string.")
-        if not isinstance(metadata["author"], str | None):
+        problem = text_problem(metadata["changelog"])
+        if problem:
+            problems.append(f"{here}: changelog {problem}")
+        if metadata["author"] is not None and text_problem(metadata["author"]):
             problems.append(f"{here}: author must be a username or null.")
         versions.append((position, spec, metadata))
     return versions

@@ -186,6 +186,8 @@ def tags_normalize(tags: Any) -> list[str]:
         return []
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise InvalidSpec({"tags": ["Tags must be a list of strings."]})
+    if any("\x00" in tag for tag in tags):
+        raise InvalidSpec({"tags": ["Tags must not contain NUL characters."]})
     cleaned = sorted({tag.strip().lower() for tag in tags if tag.strip()})
     if len(cleaned) > MAX_TAGS:
         raise InvalidSpec({"tags": [f"At most {MAX_TAGS} tags."]})
@@ -193,6 +195,25 @@ def tags_normalize(tags: Any) -> list[str]:
     if too_long:
         raise InvalidSpec({"tags": [f"Tags must be at most {TAG_MAX_LENGTH} characters."]})
     return cleaned
+
+
+def text_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as text, as a predicate ("must be ..."), or None."""
+    if not isinstance(value, str):
+        return "must be a string."
+    if "\x00" in value:  # PostgreSQL cannot store NUL characters in text
+        return "must not contain NUL characters."
+    return None
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 def _field_name_problem(name: Any) -> str | None:
@@ -214,8 +235,9 @@ def _field_name_problem(name: Any) -> str | None:
 def _optional_text(value: Any, *, label: str, max_length: int) -> tuple[str | None, str | None]:
     if value is None:
         return None, None
-    if not isinstance(value, str):
-        return None, f"The {label} must be a string."
+    problem = text_problem(value)
+    if problem:
+        return None, f"The {label} {problem}"
     if len(value) > max_length:
         return None, f"The {label} must be at most {max_length} characters."
     return value, None
@@ -284,6 +306,8 @@ def _choices_problem(choices: Any) -> str | None:
         return "A `literal` field needs `choices`: a non-empty list of strings."
     if not all(isinstance(choice, str) and choice for choice in choices):
         return "Each choice must be a non-empty string."
+    if any("\x00" in choice for choice in choices):
+        return "A choice must not contain NUL characters."
     if len(set(choices)) != len(choices):
         return "The choices must be distinct."
     if len(choices) > MAX_CHOICES:
@@ -356,6 +380,8 @@ def _compiled_state_problem(state: Any) -> str | None:
         canonical_json(state)
     except (TypeError, ValueError):
         return "The compiled state must be plain JSON."
+    if _contains_nul(state):
+        return "The compiled state must not contain NUL characters."
     return None
 
 
@@ -376,6 +402,8 @@ def version_spec_validate(data: Any) -> VersionSpec:
         errors["instructions"] = [
             f"Instructions must be at most {INSTRUCTIONS_MAX_LENGTH} characters."
         ]
+    elif "\x00" in instructions:
+        errors["instructions"] = ["Instructions must not contain NUL characters."]
 
     seen: set[str] = set()
     input_fields, problems = _fields_normalize(data.get("input_fields"), role="input", seen=seen)

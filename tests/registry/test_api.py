@@ -121,6 +121,21 @@ def test_null_characters_are_refused_not_sent_to_the_database(reader, qa, url, s
     assert reader.get(url).status_code == status_code
 
 
+def test_null_characters_in_writes_are_field_errors(editor, qa, qa_spec):
+    signature = editor.post(
+        "/api/v1/signatures/", {"name": "nul", "description": "a\x00b"}, format="json"
+    )
+    assert signature.status_code == 400
+    assert "NUL" in signature.json()["description"][0]
+    version = editor.post(
+        "/api/v1/signatures/qa/versions/", qa_spec | {"changelog": "\x00"}, format="json"
+    )
+    assert version.status_code == 400
+    assert "NUL" in version.json()["changelog"][0]
+    patch = editor.patch("/api/v1/signatures/qa/", {"tags": ["a\x00"]}, format="json")
+    assert patch.status_code == 400
+
+
 def test_removing_an_alias_with_a_null_character_is_not_found(editor, qa):
     response = editor.delete("/api/v1/signatures/qa/aliases/%00/")
     assert response.status_code == 404

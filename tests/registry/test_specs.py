@@ -3,7 +3,7 @@
 import dspy
 import pytest
 
-from registry.exceptions import InvalidSpec
+from registry.exceptions import InvalidSpec, errors_flatten
 from registry.specs import (
     RESERVED_FIELD_NAMES,
     VersionSpec,
@@ -236,6 +236,29 @@ def test_good_signature_names(name):
 @pytest.mark.parametrize("name", ["QA", "1qa", "qa-2", "", None, "qa.v2", "x" * 101])
 def test_bad_signature_names(name):
     assert name_problem(name)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"instructions": "Answer\x00."}, "instructions"),
+        ({"input_fields": [{"name": "q", "type": "str", "description": "\x00"}]}, "input_fields"),
+        ({"input_fields": [{"name": "q", "type": "str", "prefix": "Q\x00:"}]}, "input_fields"),
+        (
+            {"output_fields": [{"name": "a", "type": "literal", "choices": ["y", "n\x00"]}]},
+            "output_fields",
+        ),
+        ({"compiled_state": {"demos": [{"q\x00": "x"}]}}, "compiled_state"),
+    ],
+)
+def test_nul_characters_are_refused_because_postgresql_cannot_store_them(overrides, key):
+    errors = _errors(_spec(**overrides))
+    assert "NUL" in errors_flatten(errors[key])[0]
+
+
+def test_nul_characters_are_refused_in_tags():
+    with pytest.raises(InvalidSpec, match="NUL"):
+        tags_normalize(["qa\x00"])
 
 
 def test_alias_names():
