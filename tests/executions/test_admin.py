@@ -3,6 +3,7 @@
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -130,6 +131,17 @@ def test_cancel_action(admin_client, qa, echo_provider, django_capture_on_commit
     admin_client.post(changelist, {"action": "cancel_queued", "_selected_action": [queued.pk]})
     queued.refresh_from_db()
     assert queued.status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_cancel_action_needs_the_change_permission(records):
+    viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_execution"))
+    browser = Client()
+    browser.force_login(viewer)
+    changelist = browser.get(reverse("admin:executions_execution_changelist"))
+    assert changelist.status_code == 200
+    assert "cancel_queued" not in changelist.content.decode()
 
 
 @pytest.mark.django_db
