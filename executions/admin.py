@@ -20,7 +20,9 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyMixin:
+    """For records: shown, never added, changed or deleted here."""
+
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
@@ -31,10 +33,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ExecutionAttemptInline(admin.TabularInline):
+class ExecutionAttemptInline(ReadOnlyMixin, admin.TabularInline):
     model = ExecutionAttempt
     extra = 0
-    can_delete = False
     fields = [
         "run",
         "position",
@@ -49,12 +50,6 @@ class ExecutionAttemptInline(admin.TabularInline):
     ]
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
     def get_queryset(self, request) -> QuerySet:
         return super().get_queryset(request).select_related("provider")
 
@@ -64,7 +59,7 @@ class ExecutionAttemptInline(admin.TabularInline):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyAdmin):
+class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
         "short_id",
         "status",
@@ -166,7 +161,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ExecutionAttempt)
-class ExecutionAttemptAdmin(ReadOnlyAdmin):
+class ExecutionAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
         "execution_short_id",
         "run",
@@ -319,7 +314,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
 
 @admin.register(BreakerEvent)
-class BreakerEventAdmin(ReadOnlyAdmin):
+class BreakerEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["at", "provider", "from_state", "to_state", "reason"]
     list_filter = ["to_state", "breaker__provider"]
     list_select_related = ["breaker__provider"]
