@@ -8,6 +8,7 @@ from django.core.management import call_command
 from executions.models import Execution
 from executions.services import execution_create
 from providers.selectors import DEFAULT_PROVIDER_NAME, provider_get
+from registry.services import signature_create, signature_version_create
 
 SIMPLE_QA = {
     "instructions": "Answer the question with a short factual answer.",
@@ -22,8 +23,6 @@ SIMPLE_QA = {
 def test_a_failing_provider_falls_back_to_the_default_local_model(
     make_provider, django_capture_on_commit_callbacks
 ):
-    from registry.services import signature_create, signature_version_create
-
     call_command("providers_install_default_model", stdout=StringIO())
     local = provider_get(name=DEFAULT_PROVIDER_NAME)
     make_provider("remote", base_url="http://127.0.0.1:9/v1", adapter="chat", fallbacks=(local,))
