@@ -5,7 +5,6 @@ Views are thin: serializers check the request's shape, services do the rest. Eve
 (`errors` only for field-level problems).
 """
 
-import time
 import uuid
 from typing import Any
 
@@ -30,7 +29,13 @@ from rest_framework_api_key.models import APIKey
 from executions.exceptions import ExecutionsError
 from executions.filters import ExecutionFilter
 from executions.models import Execution
-from executions.selectors import execution_attempts, execution_get, execution_list, execution_wait
+from executions.selectors import (
+    execution_attempts,
+    execution_get,
+    execution_list,
+    execution_wait,
+    execution_wait_all,
+)
 from executions.services import ExecutionCreateResult, execution_cancel, execution_create
 from providers.exceptions import NoProviderConfigured, ProviderDisabled, ProviderError
 from registry.exceptions import InputValidationError, RegistryError
@@ -577,17 +582,17 @@ class ExecuteBatchView(ExecutionsAPIView):
                 batch_id=batch_id,
             )
             outcomes.append({"index": index, **submitted})
-        wait_s = _wait_s(data) if data["mode"] == Execution.Mode.SYNC else 0.0
-        deadline = time.monotonic() + wait_s
+        executions = execution_wait_all(
+            execution_ids=[
+                outcome["execution"].id for outcome in outcomes if "execution" in outcome
+            ],
+            timeout_s=_wait_s(data) if data["mode"] == Execution.Mode.SYNC else 0.0,
+        )
+        pending = not all(execution.is_finished for execution in executions.values())
         items = []
-        pending = False
         for outcome in outcomes:
             if "execution" in outcome:
-                execution = execution_wait(
-                    execution_id=outcome["execution"].id,
-                    timeout_s=max(deadline - time.monotonic(), 0.0),
-                )
-                pending = pending or not execution.is_finished
+                execution = executions[outcome["execution"].id]
                 outcome = {
                     "index": outcome["index"],
                     "execution": ExecutionSerializer(execution, context={"request": request}).data,

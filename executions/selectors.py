@@ -32,14 +32,24 @@ def execution_attempts(*, execution: Execution) -> QuerySet[ExecutionAttempt]:
     return ExecutionAttempt.objects.filter(execution=execution).select_related("provider")
 
 
-def execution_wait(*, execution_id: uuid.UUID | str, timeout_s: float) -> Execution:
-    """The execution once it has finished, or as it is when `timeout_s` has passed."""
+def execution_wait_all(
+    *, execution_ids: list[uuid.UUID], timeout_s: float
+) -> dict[uuid.UUID, Execution]:
+    """The executions by id once all have finished, or as they are when `timeout_s` has passed.
+
+    One query per poll, however many executions there are.
+    """
     deadline = time.monotonic() + timeout_s
     pause = _POLL_FIRST_S
     while True:
-        execution = execution_get(execution_id=execution_id)
+        executions = execution_list().in_bulk(execution_ids)
         remaining = deadline - time.monotonic()
-        if execution.is_finished or remaining <= 0:
-            return execution
+        if remaining <= 0 or all(execution.is_finished for execution in executions.values()):
+            return executions
         time.sleep(min(pause, remaining))
         pause = min(pause * 2, _POLL_MAX_S)
+
+
+def execution_wait(*, execution_id: uuid.UUID, timeout_s: float) -> Execution:
+    """The execution once it has finished, or as it is when `timeout_s` has passed."""
+    return execution_wait_all(execution_ids=[execution_id], timeout_s=timeout_s)[execution_id]
