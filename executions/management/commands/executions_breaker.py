@@ -50,7 +50,6 @@ class Command(BaseCommand):
         self._show(breaker)
 
     def _show(self, breaker: CircuitBreaker) -> None:
-        breaker.refresh_from_db()
         forced = " (forced)" if breaker.forced else ""
         failures = breaker_window_failures(breaker=breaker)
         self.stdout.write(
