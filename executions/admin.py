@@ -125,7 +125,10 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         ),
         ("Worker", {"fields": ["attempts", "task_id", "heartbeat_at"]}),
     ]
-    readonly_fields = [field.name for field in Execution._meta.fields] + ["execution_time"]
+    readonly_fields = [field.name for field in Execution._meta.fields] + [
+        "execution_time",
+        "success",
+    ]
 
     @admin.display(description="id", ordering="id")
     def short_id(self, execution: Execution) -> str:
@@ -135,6 +138,10 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="execution time", ordering="execution_time_s")
     def execution_time(self, execution: Execution) -> str:
         return _seconds(execution.execution_time_s)
+
+    @admin.display(description="success", boolean=True)
+    def success(self, execution: Execution) -> bool | None:
+        return execution.success
 
     @admin.display(description="signature", ordering="signature_version__signature__name")
     def signature_name(self, execution: Execution) -> str:

@@ -88,7 +88,6 @@ class Execution(models.Model):
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     memory_mb = models.FloatField("peak memory (MB)", null=True, blank=True)
-    success = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["-queued_at"]
@@ -154,6 +153,11 @@ class Execution(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def success(self) -> bool | None:
+        """Whether it succeeded; None until it has finished."""
+        return self.status == self.Status.SUCCEEDED if self.is_finished else None
 
 
 class ExecutionAttempt(models.Model):

@@ -383,7 +383,6 @@ def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
         logger.exception("Execution %s failed inside the toolkit", claim.execution_id)
         run.finish(
             status=Execution.Status.FAILED,
-            success=False,
             **_error_fields(
                 error_type=type(error).__name__,
                 code="internal_error",
@@ -394,7 +393,6 @@ def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
     status = Execution.Status.TIMED_OUT if run.only_timeouts else Execution.Status.FAILED
     run.finish(
         status=status,
-        success=False,
         **_error_fields(
             error_type="ProvidersExhausted",
             code="providers_timed_out" if run.only_timeouts else "providers_exhausted",
@@ -448,7 +446,7 @@ def _try_provider(
         if not counted:
             # The request itself is at fault (or the provider refuses it outright): another
             # provider would not do better, so the execution fails here.
-            run.finish(status=Execution.Status.FAILED, success=False, **fields)
+            run.finish(status=Execution.Status.FAILED, **fields)
             return Execution.Status.FAILED
         run.failures.append(f"{provider.name}: {type(error).__name__}: {_describe(error)}")
         run.only_timeouts = run.only_timeouts and isinstance(
@@ -465,7 +463,6 @@ def _try_provider(
     )
     run.finish(
         status=Execution.Status.SUCCEEDED,
-        success=True,
         provider=provider,
         outputs=_jsonable(result.outputs),
         input_tokens=result.input_tokens,
@@ -483,7 +480,6 @@ def execution_cancel(*, execution: Execution, now: Clock = timezone.now) -> Exec
     cancelled = Execution.objects.filter(id=execution.id, status=Execution.Status.QUEUED).update(
         status=Execution.Status.CANCELLED,
         finished_at=now(),
-        success=False,
         **_error_fields(
             error_type="Cancelled", code="cancelled", message="Cancelled before it started."
         ),
@@ -544,7 +540,6 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
         elif guarded.update(
             status=Execution.Status.FAILED,
             finished_at=moment,
-            success=False,
             **_error_fields(
                 error_type="WorkerLost",
                 code="worker_lost",
