@@ -10,7 +10,6 @@ api_v1 = [
     path("", include("registry.urls")),
     path("", include("providers.urls")),
     path("", include("executions.urls")),
-    path("", include("monitoring.urls")),
 ]
 
 urlpatterns = [

@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-INFERENCE_CLUSTER = "inference"
 ERROR_MESSAGE_MAX_LENGTH = 4000
 STOP_SEQUENCES_MAX = 4
 
@@ -227,7 +226,8 @@ def execution_create(
 
 def execution_enqueue(*, execution_id: uuid.UUID, provider_kind: str) -> str:
     """Hand the execution to django-q2: local models to the `inference` cluster."""
-    options = {"cluster": INFERENCE_CLUSTER} if provider_kind == Provider.Kind.MLX else {}
+    local = provider_kind == Provider.Kind.MLX
+    options = {"cluster": settings.Q_INFERENCE_CLUSTER} if local else {}
     task_id = async_task(
         "executions.tasks.execution_run",
         str(execution_id),

@@ -15,7 +15,6 @@ from django.dispatch import receiver
 from django_q.conf import Conf
 from django_q.signals import post_spawn
 
-from executions.services import INFERENCE_CLUSTER
 from providers.models import Provider
 from providers.selectors import provider_list
 from providers.services import provider_warm_up
@@ -25,7 +24,10 @@ logger = logging.getLogger(__name__)
 
 @receiver(post_spawn, dispatch_uid="executions.warm_up_local_models")
 def warm_up_local_models_on_spawn(sender, proc_name: str, **kwargs) -> None:
-    if Conf.CLUSTER_NAME != INFERENCE_CLUSTER or not settings.EXECUTIONS_WARM_UP_LOCAL_MODELS:
+    if (
+        Conf.CLUSTER_NAME != settings.Q_INFERENCE_CLUSTER
+        or not settings.EXECUTIONS_WARM_UP_LOCAL_MODELS
+    ):
         return
     threading.Thread(target=warm_up_local_models, name="model-warm-up", daemon=True).start()
 

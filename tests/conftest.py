@@ -1,8 +1,10 @@
 """Fixtures shared by the whole suite; app fixtures live in tests/<app>/conftest.py."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -35,3 +37,37 @@ def subprocess_env(settings) -> dict[str, str]:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def start_cluster(python, repo_root, subprocess_env, monkeypatch):
+    """Start real `qcluster` processes on the test database; the test's own enqueues go to
+    their broker instead of running inline (the test settings run tasks synchronously)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+    processes = []
+
+    def start(cluster_name: str | None = None, *, log: IO | None = None, **env) -> subprocess.Popen:
+        """`log`, when given, receives the cluster's stdout and stderr."""
+        extra = {"Q_CLUSTER_NAME": cluster_name} if cluster_name else {}
+        process = subprocess.Popen(
+            [python, "manage.py", "qcluster"],
+            cwd=repo_root,
+            env=subprocess_env | extra | env,
+            stdout=log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

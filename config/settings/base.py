@@ -143,6 +143,8 @@ SPECTACULAR_SETTINGS = {
 # max_attempts=0 retries forever, failed tasks stay locked without ack_failures), so each of
 # these is set on purpose. Attempts are counted in the project's own rows (a force-killed
 # worker is never recorded by django-q2), so the broker itself never retries.
+# The django-q2 cluster (queue) for local model inference; `Q_CLUSTER_NAME` picks it.
+Q_INFERENCE_CLUSTER = "inference"
 Q_CLUSTER = {
     "name": "default",
     "workers": env.get_int("Q_WORKERS", 2),
@@ -159,7 +161,7 @@ Q_CLUSTER = {
     "ALT_CLUSTERS": {
         # Local model inference: one worker by default so a model is loaded once per worker
         # process (lazily, after the fork), never per task.
-        "inference": {
+        Q_INFERENCE_CLUSTER: {
             "workers": env.get_int("Q_INFERENCE_WORKERS", 1),
             "timeout": env.get_int("Q_INFERENCE_TIMEOUT", 600),
             "retry": env.get_int("Q_INFERENCE_TIMEOUT", 600) + 60,

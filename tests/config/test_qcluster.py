@@ -1,10 +1,8 @@
 """A real django-q2 cluster process, on the test database, runs what the web side enqueues."""
 
-import subprocess
 import time
 
 import pytest
-from django_q.conf import Conf
 from django_q.models import Success
 from django_q.tasks import async_task
 
@@ -19,40 +17,10 @@ def _wait_for_success(task_id: str, timeout: float = 60.0) -> Success:
     raise AssertionError(f"task {task_id} did not finish in {timeout}s")
 
 
-@pytest.fixture
-def start_cluster(python, repo_root, subprocess_env):
-    processes = []
-
-    def start(cluster_name: str | None = None) -> subprocess.Popen:
-        env = subprocess_env | ({"Q_CLUSTER_NAME": cluster_name} if cluster_name else {})
-        process = subprocess.Popen(
-            [python, "manage.py", "qcluster"],
-            cwd=repo_root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.mark.qcluster
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("cluster_name", [None, "inference"])
-def test_a_real_cluster_runs_an_enqueued_task(monkeypatch, start_cluster, cluster_name):
-    # django-q2 reads its settings once, at import: switch this process to enqueueing.
-    monkeypatch.setattr(Conf, "SYNC", False)
+def test_a_real_cluster_runs_an_enqueued_task(start_cluster, cluster_name):
     start_cluster(cluster_name)
     options = {"cluster": cluster_name} if cluster_name else {}
     task_id = async_task("math.hypot", 3, 4, q_options=options)

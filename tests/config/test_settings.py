@@ -14,7 +14,7 @@ def test_django_q_defaults_neither_duplicate_nor_lose_work(settings):
     assert cluster["timeout"] < cluster["retry"]
     assert cluster["max_attempts"] >= 1
     assert cluster["ack_failures"] is True
-    inference = cluster["ALT_CLUSTERS"]["inference"]
+    inference = cluster["ALT_CLUSTERS"][settings.Q_INFERENCE_CLUSTER]
     assert inference["workers"] == 1
     assert inference["timeout"] < inference["retry"]
 

@@ -84,8 +84,9 @@ class Command(BaseCommand):
         )
         self._spawn("tasks", [python, manage, "qcluster"])
         # The fast BLAS has to be in the inference process before MLX is imported.
-        inference_env = {"Q_CLUSTER_NAME": "inference"} | blas.worker_environment()
-        self._spawn("inference", [python, manage, "qcluster"], inference_env)
+        cluster = settings.Q_INFERENCE_CLUSTER
+        inference_env = {"Q_CLUSTER_NAME": cluster} | blas.worker_environment()
+        self._spawn(cluster, [python, manage, "qcluster"], inference_env)
 
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
         child_env = os.environ | {"PYTHONUNBUFFERED": "1"} | (extra_env or {})
