@@ -40,21 +40,10 @@ class ProviderSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Provider
+        # The editable columns are the services' list; the rest is derived or bookkeeping.
         fields = [
-            "name",
-            "kind",
-            "model",
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "hardware_optimization",
-            "timeout_s",
-            "base_url",
-            "api_key_env",
+            *services.PROVIDER_FIELDS,
             "api_key_configured",
-            "engine_path",
-            "adapter",
-            "enabled",
             "fallbacks",
             "created_at",
             "updated_at",
