@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from config import env  # noqa: E402
+from core import env  # noqa: E402
 from providers.mlx.blas import DISABLE_ENV, worker_environment  # noqa: E402
 from providers.mlx.default_model import install_default_model  # noqa: E402
 
@@ -168,7 +168,7 @@ def _concurrency(model_path: str, *, optimize: bool) -> dict:
 
 
 def child(*, model_path: str, optimize: bool, concurrency: bool) -> dict:
-    from providers.hardware import hardware_report
+    from providers.mlx.hardware import hardware_report
 
     report = hardware_report()
     figures = {"optimize": optimize, "hardware": report}

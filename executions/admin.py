@@ -1,18 +1,11 @@
-"""Operations console for executions and breakers.
+"""Operations console for executions: read-only records, and cancelling queued ones."""
 
-Records (executions, provider attempts, breaker events) are read-only; breakers show their
-state and offer force-open and reset, which call the breaker services.
-"""
-
-from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
-from django.utils import formats, timezone
-from django.utils.html import format_html, format_html_join
 
-from executions import breakers
+from core.admin import ReadOnlyAdminMixin
 from executions.exceptions import ExecutionNotCancellable
-from executions.models import BreakerEvent, CircuitBreaker, Execution, ExecutionAttempt
+from executions.models import Execution, ExecutionAttempt
 from executions.services import execution_cancel
 
 
@@ -20,20 +13,7 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
 
-class ReadOnlyMixin:
-    """For records: shown, never added, changed or deleted here."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class ExecutionAttemptInline(ReadOnlyMixin, admin.TabularInline):
+class ExecutionAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = ExecutionAttempt
     extra = 0
     fields = [
@@ -59,7 +39,7 @@ class ExecutionAttemptInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "short_id",
         "status",
@@ -168,7 +148,7 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(ExecutionAttempt)
-class ExecutionAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ExecutionAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "execution_short_id",
         "run",
@@ -194,142 +174,3 @@ class ExecutionAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="duration", ordering="duration_s")
     def duration(self, attempt: ExecutionAttempt) -> str:
         return _seconds(attempt.duration_s)
-
-
-CONFIG_FIELDS = [
-    "failure_rate_threshold",
-    "slow_call_rate_threshold",
-    "slow_call_duration_s",
-    "sliding_window_size",
-    "minimum_calls",
-    "open_duration_s",
-    "half_open_permitted_calls",
-    "half_open_max_wait_s",
-]
-RECENT_EVENTS = 20
-# The columns the breaker services write; everything else on the row is configuration.
-STATE_FIELDS = ["provider", *breakers.STATE_FIELDS]
-
-
-class CircuitBreakerForm(forms.ModelForm):
-    class Meta:
-        model = CircuitBreaker
-        fields = CONFIG_FIELDS
-
-    def clean_half_open_permitted_calls(self) -> int:
-        # The database refuses fewer permitted trial calls than are already out.
-        permitted = self.cleaned_data["half_open_permitted_calls"]
-        issued = self.instance.half_open_permits_issued
-        if permitted < issued:
-            raise forms.ValidationError(
-                f"{issued} trial calls are already admitted: allow at least that many, or reset "
-                f"the breaker first.",
-                code="below_admitted_trial_calls",
-            )
-        return permitted
-
-
-@admin.register(CircuitBreaker)
-class CircuitBreakerAdmin(admin.ModelAdmin):
-    form = CircuitBreakerForm
-    list_display = [
-        "provider",
-        "state",
-        "forced",
-        "state_changed_at",
-        "window_summary",
-        "failure_rate_threshold",
-        "minimum_calls",
-        "open_duration_s",
-    ]
-    list_filter = ["state", "forced"]
-    list_select_related = ["provider"]
-    search_fields = ["provider__name"]
-    fieldsets = [
-        ("State", {"fields": [*STATE_FIELDS, "window_summary", "recent_events"]}),
-        ("Configuration", {"fields": CONFIG_FIELDS}),
-    ]
-    readonly_fields = [*STATE_FIELDS, "window_summary", "recent_events"]
-    actions = ["force_open", "reset"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        # Created on a provider's first call (or by `executions_breaker <provider> --show`).
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    @admin.display(description="recent calls")
-    def window_summary(self, breaker: CircuitBreaker) -> str:
-        failures = breakers.breaker_window_failures(breaker=breaker)
-        return f"{failures} failed of {len(breaker.window)}"
-
-    @admin.display(description="recent transitions")
-    def recent_events(self, breaker: CircuitBreaker) -> str:
-        events = breaker.events.order_by("-at", "-id")[:RECENT_EVENTS]
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{} &rarr; {}</td><td>{}</td></tr>",
-            (
-                (
-                    formats.localize(timezone.localtime(event.at)),
-                    event.get_from_state_display(),
-                    event.get_to_state_display(),
-                    event.reason,
-                )
-                for event in events
-            ),
-        )
-        if not rows:
-            return "none yet"
-        return format_html(
-            "<table><thead><tr><th>at</th><th>transition</th><th>reason</th></tr></thead>"
-            "<tbody>{}</tbody></table>",
-            rows,
-        )
-
-    def save_model(self, request, obj: CircuitBreaker, form, change: bool) -> None:
-        # Workers change the state columns at any moment: write only the configuration, and
-        # only while no more trial calls are out than it permits (one may have gone out since
-        # the form was checked).
-        updated = CircuitBreaker.objects.filter(
-            pk=obj.pk, half_open_permits_issued__lte=obj.half_open_permitted_calls
-        ).update(**{name: getattr(obj, name) for name in CONFIG_FIELDS})
-        if not updated:
-            self.message_user(
-                request,
-                "Not saved: more trial calls went out meanwhile than the new configuration "
-                "permits; try again.",
-                messages.ERROR,
-            )
-
-    @admin.action(description="Force open (stays open until reset)", permissions=["change"])
-    def force_open(self, request, queryset: QuerySet) -> None:
-        for breaker in queryset.select_related("provider"):
-            breakers.breaker_force_open(
-                provider=breaker.provider, reason=f"forced open by {request.user.get_username()}"
-            )
-        self.message_user(request, f"Forced {queryset.count()} breaker(s) open.", messages.WARNING)
-
-    @admin.action(description="Reset (close, clear the recent calls)", permissions=["change"])
-    def reset(self, request, queryset: QuerySet) -> None:
-        for breaker in queryset.select_related("provider"):
-            breakers.breaker_reset(
-                provider=breaker.provider, reason=f"reset by {request.user.get_username()}"
-            )
-        self.message_user(request, f"Reset {queryset.count()} breaker(s).")
-
-
-@admin.register(BreakerEvent)
-class BreakerEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["at", "provider", "from_state", "to_state", "reason"]
-    list_filter = ["to_state", "breaker__provider"]
-    list_select_related = ["breaker__provider"]
-    search_fields = ["breaker__provider__name", "reason"]
-    date_hierarchy = "at"
-    readonly_fields = ["breaker", "from_state", "to_state", "reason", "at"]
-
-    @admin.display(description="provider", ordering="breaker__provider__name")
-    def provider(self, event: BreakerEvent) -> str:
-        # Not the breaker itself: its name carries its current state, not the event's.
-        return event.breaker.provider.name

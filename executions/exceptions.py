@@ -1,34 +1,34 @@
 """Errors the executions services raise to the API, the admin and commands.
 
-Each carries a stable machine-readable `code` and a human message in `str(exc)`; validation
-errors add `errors`, mapping a field to a list of `{"code", "message"}`.
+Each is a `core.errors.ApplicationError`: a stable machine-readable `code`, an HTTP status
+and a human message in `str(exc)`; validation errors add `errors`, mapping a field to a list
+of `{"code", "message"}`.
 """
 
+from core.errors import ApplicationError, Conflict, InvalidRequest
 
-class ExecutionsError(Exception):
+
+class ExecutionsError(ApplicationError):
     code = "executions_error"
 
 
-class InvalidConfig(ExecutionsError):
+class InvalidConfig(ExecutionsError, InvalidRequest):
     code = "invalid_config"
 
     def __init__(self, errors: dict[str, list[dict[str, str]]]) -> None:
         fields = ", ".join(sorted(errors))
-        super().__init__(f"The generation config is invalid ({fields}).")
-        self.errors = errors
+        super().__init__(f"The generation config is invalid ({fields}).", errors=errors)
 
 
-class IdempotencyKeyReused(ExecutionsError):
+class IdempotencyKeyReused(ExecutionsError, Conflict):
     code = "idempotency_key_reused"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "This Idempotency-Key was already used with a different request body; use a new "
-            "key for a different request."
-        )
+    default_message = (
+        "This Idempotency-Key was already used with a different request body; use a new key "
+        "for a different request."
+    )
 
 
-class ExecutionNotCancellable(ExecutionsError):
+class ExecutionNotCancellable(ExecutionsError, Conflict):
     code = "not_cancellable"
 
     def __init__(self, status: str) -> None:

@@ -10,7 +10,6 @@ worker can never run an execution twice or overwrite a newer outcome.
 import hashlib
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -25,28 +24,24 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from executions.breakers import (
-    breaker_acquire_permission,
-    breaker_counts_failure,
-    breaker_record_failure,
-    breaker_record_success,
-    breaker_release_permission,
-)
+from core.errors import ApplicationError
+from core.generation import generation_settings_check
 from executions.exceptions import ExecutionNotCancellable, IdempotencyKeyReused, InvalidConfig
 from executions.models import Execution, ExecutionAttempt
+from executions.selectors import execution_wait_all
+from providers.calls import ProviderCall, provider_call, provider_route
 from providers.exceptions import ProviderDisabled
 from providers.models import Provider
 from providers.selectors import provider_fallback_chain, provider_get, provider_get_default
-from providers.services import provider_execute
+from registry.inputs import signature_version_validate_inputs
 from registry.selectors import signature_version_resolve
-from registry.services import signature_version_build, signature_version_validate_inputs
+from registry.services.versions import signature_version_build
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
 ERROR_MESSAGE_MAX_LENGTH = 4000
-STOP_SEQUENCES_MAX = 4
 
 
 @dataclass(frozen=True)
@@ -55,65 +50,32 @@ class ExecutionCreateResult:
     created: bool
 
 
-def _config_error(code: str, message: str) -> list[dict[str, str]]:
-    return [{"code": code, "message": message}]
-
-
-def _number_in_range(
-    value: Any, *, low: float, high: float, integer: bool = False
-) -> tuple[bool, str]:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False, "wrong_type"
-    if integer and not isinstance(value, int):
-        return False, "wrong_type"
-    if not math.isfinite(value) or not low <= value <= high:
-        return False, "out_of_range"
-    return True, ""
-
-
-def execution_config_validate(*, config: Any) -> dict[str, Any]:
-    """The generation settings of a request, checked: `temperature` (0 to 2), `max_tokens`
-    (1 to `EXECUTIONS_MAX_TOKENS_LIMIT`), `top_p` (0 to 1) and `stop` (a string or up to four
-    strings). Raises InvalidConfig listing every problem."""
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise InvalidConfig(
-            {"non_field_errors": _config_error("wrong_type", "The config must be an object.")}
-        )
-    max_tokens_limit = settings.EXECUTIONS_MAX_TOKENS_LIMIT
-    ranges = {
-        "temperature": (0.0, 2.0, False, "a number from 0 to 2"),
-        "top_p": (0.0, 1.0, False, "a number from 0 to 1"),
-        "max_tokens": (1, max_tokens_limit, True, f"an integer from 1 to {max_tokens_limit}"),
-    }
-    errors: dict[str, list[dict[str, str]]] = {}
-    for key, value in config.items():
-        if key in ranges:
-            low, high, integer, expected = ranges[key]
-            ok, code = _number_in_range(value, low=low, high=high, integer=integer)
-            if not ok:
-                errors[key] = _config_error(code, f"'{key}' must be {expected}.")
-        elif key == "stop":
-            stops = [value] if isinstance(value, str) else value
-            if (
-                not isinstance(stops, list)
-                or not 1 <= len(stops) <= STOP_SEQUENCES_MAX
-                or not all(isinstance(stop, str) and stop for stop in stops)
-            ):
-                errors[key] = _config_error(
-                    "wrong_type",
-                    f"'stop' must be a non-empty string or a list of 1 to "
-                    f"{STOP_SEQUENCES_MAX} non-empty strings.",
-                )
-        else:
-            errors[str(key)] = _config_error(
-                "unknown_field",
-                f"'{key}' is not a generation setting; use temperature, max_tokens, top_p, stop.",
-            )
+def execution_config_validate(*, config: Any, defaults: dict[str, Any] | None = None) -> dict:
+    """The generation settings an execution runs with: the version's `defaults` (its
+    `lm_defaults`) overridden by the request's `config`, checked against the bounds of
+    `core.generation` with `max_tokens` at most `EXECUTIONS_MAX_TOKENS_LIMIT`, whichever of
+    the two set it. Raises InvalidConfig listing every problem."""
+    limit = settings.EXECUTIONS_MAX_TOKENS_LIMIT
+    clean, errors = generation_settings_check(config, max_tokens_limit=limit)
     if errors:
         raise InvalidConfig(errors)
-    return dict(config)
+    merged = {**(defaults or {}), **clean}
+    if merged.get("max_tokens", 0) > limit:
+        raise InvalidConfig(
+            {
+                "max_tokens": [
+                    {
+                        "code": "out_of_range",
+                        "message": (
+                            f"The signature version's lm_defaults ask for max_tokens="
+                            f"{merged['max_tokens']}, above this server's limit of {limit}; "
+                            f"pass config.max_tokens of at most {limit}."
+                        ),
+                    }
+                ]
+            }
+        )
+    return merged
 
 
 def execution_request_hash(
@@ -195,14 +157,14 @@ def execution_create(
 
     signature_version = signature_version_resolve(name=signature, ref=version)
     clean_inputs = signature_version_validate_inputs(version=signature_version, inputs=inputs)
-    clean_config = execution_config_validate(config=config)
+    run_config = execution_config_validate(config=config, defaults=signature_version.lm_defaults)
     chosen = _resolve_provider(provider)
 
     execution = Execution(
         signature_version=signature_version,
         requested_provider=chosen,
         inputs=clean_inputs,
-        config={**(signature_version.lm_defaults or {}), **clean_config},
+        config=run_config,
         mode=mode,
         timeout_s=timeout_s,
         api_key=api_key,
@@ -214,7 +176,7 @@ def execution_create(
     try:
         with transaction.atomic():
             execution.save(force_insert=True)
-            _enqueue_on_commit(execution.id, chosen.kind)
+            _enqueue_on_commit(execution.id, chosen)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
         existing = _idempotent_match(api_key=api_key, user=user, idempotency_key=idempotency_key)
@@ -224,10 +186,84 @@ def execution_create(
     return ExecutionCreateResult(execution=execution, created=True)
 
 
-def execution_enqueue(*, execution_id: uuid.UUID, provider_kind: str) -> str:
-    """Hand the execution to django-q2: local models to the `inference` cluster."""
-    local = provider_kind == Provider.Kind.MLX
-    options = {"cluster": settings.Q_INFERENCE_CLUSTER} if local else {}
+@dataclass(frozen=True)
+class BatchItem:
+    """One item of a batch request: its fields for `execution_create`, or why it was refused
+    before reaching the services (its shape was wrong)."""
+
+    request: dict[str, Any] | None = None
+    error: ApplicationError | None = None
+
+
+@dataclass(frozen=True)
+class BatchItemOutcome:
+    index: int
+    execution: Execution | None = None
+    error: ApplicationError | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    batch_id: uuid.UUID
+    items: list[BatchItemOutcome]
+
+    @property
+    def pending(self) -> bool:
+        return any(item.execution and not item.execution.is_finished for item in self.items)
+
+
+def execution_create_batch(
+    *,
+    items: list[BatchItem],
+    mode: str = Execution.Mode.SYNC,
+    wait_s: float = 0.0,
+    api_key=None,
+    user=None,
+    idempotency_key: str = "",
+) -> BatchResult:
+    """Create one execution per item, each accepted or refused on its own, all in one batch.
+
+    Item `i` takes the idempotency key `<key>#<i>`, so a replayed batch returns the same
+    executions (and reports the batch they belong to). In sync mode the batch waits up to
+    `wait_s` for every accepted execution to finish, with one query per poll.
+    """
+    batch_id = uuid.uuid4()
+    outcomes: list[BatchItemOutcome] = []
+    for index, item in enumerate(items):
+        if item.error is not None:
+            outcomes.append(BatchItemOutcome(index=index, error=item.error))
+            continue
+        try:
+            result = execution_create(
+                **item.request,
+                mode=mode,
+                api_key=api_key,
+                user=user,
+                idempotency_key=f"{idempotency_key}#{index}" if idempotency_key else "",
+                batch_id=batch_id,
+            )
+        except ApplicationError as error:
+            outcomes.append(BatchItemOutcome(index=index, error=error))
+        else:
+            outcomes.append(BatchItemOutcome(index=index, execution=result.execution))
+    executions = execution_wait_all(
+        execution_ids=[outcome.execution.id for outcome in outcomes if outcome.execution],
+        timeout_s=wait_s if mode == Execution.Mode.SYNC else 0.0,
+    )
+    outcomes = [
+        BatchItemOutcome(index=outcome.index, execution=executions[outcome.execution.id])
+        if outcome.execution
+        else outcome
+        for outcome in outcomes
+    ]
+    replayed = next((outcome.execution.batch_id for outcome in outcomes if outcome.execution), None)
+    return BatchResult(batch_id=replayed or batch_id, items=outcomes)
+
+
+def execution_enqueue(*, execution_id: uuid.UUID, provider: Provider) -> str:
+    """Hand the execution to django-q2, on the cluster the provider's route names."""
+    cluster = provider_route(provider=provider).cluster
+    options = {"cluster": cluster} if cluster else {}
     task_id = async_task(
         "executions.tasks.execution_run",
         str(execution_id),
@@ -237,11 +273,11 @@ def execution_enqueue(*, execution_id: uuid.UUID, provider_kind: str) -> str:
     return task_id
 
 
-def _enqueue_on_commit(execution_id: uuid.UUID, kind: str) -> None:
+def _enqueue_on_commit(execution_id: uuid.UUID, provider: Provider) -> None:
     # Robust: a broker outage must not turn the committed row into an error; the reaper
     # enqueues queued rows that never got a task.
     transaction.on_commit(
-        lambda: execution_enqueue(execution_id=execution_id, provider_kind=kind), robust=True
+        lambda: execution_enqueue(execution_id=execution_id, provider=provider), robust=True
     )
 
 
@@ -337,13 +373,14 @@ class _Run:
     failures: list[str] = field(default_factory=list)
     only_timeouts: bool = True
 
-    def attempt(self, provider: Provider, *, started_at: datetime, **fields: Any) -> None:
+    def attempt(self, call: ProviderCall, **fields: Any) -> None:
         ExecutionAttempt.objects.create(
             execution_id=self.claim.execution_id,
             run=self.claim.run,
             position=self.position,
-            provider=provider,
-            started_at=started_at,
+            provider=call.provider,
+            started_at=call.started_at,
+            duration_s=call.duration_s,
             **fields,
         )
         self.position += 1
@@ -406,11 +443,16 @@ def _try_provider(
     run: _Run, execution: Execution, program: dspy.Module, provider: Provider
 ) -> str | None:
     """One provider's turn: the final status, or None to go on to the next provider."""
-    started_at = run.now()
-    if not breaker_acquire_permission(provider=provider, now=run.now):
+    call = provider_call(
+        provider=provider,
+        program=program,
+        inputs=execution.inputs,
+        config=execution.config,
+        now=run.now,
+    )
+    if call.refused:
         run.attempt(
-            provider,
-            started_at=started_at,
+            call,
             outcome=ExecutionAttempt.Outcome.REJECTED,
             **_error_fields(
                 error_type="CircuitOpen",
@@ -421,29 +463,17 @@ def _try_provider(
         run.failures.append(f"{provider.name}: circuit breaker open")
         run.only_timeouts = False
         return None
-    clock = time.perf_counter()
-    try:
-        result = provider_execute(
-            provider=provider, program=program, inputs=execution.inputs, config=execution.config
-        )
-    except Exception as error:
-        duration_s = time.perf_counter() - clock
-        counted = breaker_counts_failure(error)
-        if counted:
-            breaker_record_failure(provider=provider, duration_s=duration_s, now=run.now)
-        else:
-            breaker_release_permission(provider=provider)
+    if call.error is not None:
+        error = call.error
         code = getattr(error, "code", None) or "provider_error"
         fields = _error_fields(error_type=type(error).__name__, code=code, message=str(error))
         run.attempt(
-            provider,
-            started_at=started_at,
+            call,
             outcome=ExecutionAttempt.Outcome.FAILED,
-            counted_by_breaker=counted,
-            duration_s=duration_s,
+            counted_by_breaker=call.counted_by_breaker,
             **fields,
         )
-        if not counted:
+        if not call.counted_by_breaker:
             # The request itself is at fault (or the provider refuses it outright): another
             # provider would not do better, so the execution fails here.
             run.finish(status=Execution.Status.FAILED, **fields)
@@ -453,14 +483,8 @@ def _try_provider(
             error, dspy.LMTimeoutError | TimeoutError
         )
         return None
-    duration_s = time.perf_counter() - clock
-    breaker_record_success(provider=provider, duration_s=duration_s, now=run.now)
-    run.attempt(
-        provider,
-        started_at=started_at,
-        outcome=ExecutionAttempt.Outcome.SUCCEEDED,
-        duration_s=duration_s,
-    )
+    result = call.result
+    run.attempt(call, outcome=ExecutionAttempt.Outcome.SUCCEEDED)
     run.finish(
         status=Execution.Status.SUCCEEDED,
         provider=provider,
@@ -515,16 +539,21 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
     orphans = list(
         Execution.objects.filter(
             status=Execution.Status.QUEUED, task_id="", queued_at__lt=threshold
-        ).values_list("id", "requested_provider__kind")[:REAP_BATCH]
+        )
+        .select_related("requested_provider")
+        .only("id", "requested_provider")[:REAP_BATCH]
     )
-    for execution_id, kind in orphans:
-        _enqueue_on_commit(execution_id, kind)
-    stale = Execution.objects.filter(
-        status=Execution.Status.RUNNING, heartbeat_at__lt=threshold
-    ).values_list("id", "attempts", "requested_provider__kind")[:REAP_BATCH]
+    for orphan in orphans:
+        _enqueue_on_commit(orphan.id, orphan.requested_provider)
+    stale = (
+        Execution.objects.filter(status=Execution.Status.RUNNING, heartbeat_at__lt=threshold)
+        .select_related("requested_provider")
+        .only("id", "attempts", "requested_provider")[:REAP_BATCH]
+    )
     requeued: list[uuid.UUID] = []
     failed: list[uuid.UUID] = []
-    for execution_id, attempts, kind in stale:
+    for row in stale:
+        execution_id, attempts = row.id, row.attempts
         guarded = Execution.objects.filter(
             id=execution_id,
             status=Execution.Status.RUNNING,
@@ -536,7 +565,7 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
                 status=Execution.Status.QUEUED, heartbeat_at=None, started_at=None, task_id=""
             ):
                 requeued.append(execution_id)
-                _enqueue_on_commit(execution_id, kind)
+                _enqueue_on_commit(execution_id, row.requested_provider)
         elif guarded.update(
             status=Execution.Status.FAILED,
             finished_at=moment,
@@ -551,7 +580,7 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
             ),
         ):
             failed.append(execution_id)
-    enqueued = [execution_id for execution_id, _ in orphans]
+    enqueued = [orphan.id for orphan in orphans]
     if requeued or failed or enqueued:
         logger.warning(
             "Reaped executions: requeued %s, failed %s, enqueued again %s",

@@ -1,10 +1,10 @@
 """django-q2 tasks of the executions app. They take ids and call services.
 
-The `inference` cluster runs one worker process per loaded model. So that concurrent
-executions of one local model reach the runtime's batched generation together, the task that
-claims an execution of an `mlx` provider also claims up to `EXECUTIONS_LOCAL_CONCURRENCY - 1`
-other queued executions of the same provider and runs them all in a thread pool; the tasks
-of the companions it took find nothing left to claim and return at once.
+So that concurrent executions of one local model reach the runtime's batched generation
+together, the task that claims an execution also claims as many other queued executions of the
+same provider as the provider's route batches (`providers.calls.provider_route`) and runs
+them all in a thread pool; the tasks of the companions it took find nothing left to claim and
+return at once.
 """
 
 import logging
@@ -23,7 +23,7 @@ from executions.services import (
     execution_heartbeat,
     execution_process,
 )
-from providers.models import Provider
+from providers.calls import provider_route
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +72,10 @@ def execution_run(execution_id: str) -> str:
     if claim is None:
         return "not queued any more (claimed by another delivery, cancelled or finished)"
     claims = [claim]
-    kind = (
-        Execution.objects.filter(id=claim.execution_id)
-        .values_list("requested_provider__kind", flat=True)
-        .get()
-    )
-    if kind == Provider.Kind.MLX:
-        limit = max(settings.EXECUTIONS_LOCAL_CONCURRENCY - 1, 0)
-        claims += execution_claim_companions(claim=claim, limit=limit)
+    execution = Execution.objects.select_related("requested_provider").get(id=claim.execution_id)
+    route = provider_route(provider=execution.requested_provider)
+    if route.batch_size > 1:
+        claims += execution_claim_companions(claim=claim, limit=route.batch_size - 1)
     with _Heartbeat(claims):
         if len(claims) == 1:
             statuses = [execution_process(claim=claim)]

@@ -7,16 +7,19 @@ variable is set.
 import os
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
 
-from providers import selectors, services
-from providers.models import Provider, ProviderFallback
+from core.admin import ReadOnlyAdminMixin
+from providers import breakers, selectors, services
+from providers.models import BreakerEvent, CircuitBreaker, Provider, ProviderFallback
 
 
 class FallbackForm(forms.ModelForm):
@@ -132,7 +135,7 @@ class ProviderAdmin(admin.ModelAdmin):
         ]
 
     def hardware_view(self, request: HttpRequest) -> HttpResponse:
-        from providers.hardware import hardware_report
+        from providers.mlx.hardware import hardware_report
 
         context = {
             **self.admin_site.each_context(request),
@@ -154,3 +157,144 @@ def _report_value(key: str, value: object) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(item) for item in value) or "none"
     return "-" if value is None else str(value)
+
+
+CONFIG_FIELDS = [
+    "failure_rate_threshold",
+    "slow_call_rate_threshold",
+    "slow_call_duration_s",
+    "sliding_window_size",
+    "minimum_calls",
+    "open_duration_s",
+    "half_open_permitted_calls",
+    "half_open_max_wait_s",
+]
+RECENT_EVENTS = 20
+
+
+# The columns the breaker services write; everything else on the row is configuration.
+STATE_FIELDS = ["provider", *breakers.STATE_FIELDS]
+
+
+class CircuitBreakerForm(forms.ModelForm):
+    class Meta:
+        model = CircuitBreaker
+        fields = CONFIG_FIELDS
+
+    def clean_half_open_permitted_calls(self) -> int:
+        # The database refuses fewer permitted trial calls than are already out.
+        permitted = self.cleaned_data["half_open_permitted_calls"]
+        issued = self.instance.half_open_permits_issued
+        if permitted < issued:
+            raise forms.ValidationError(
+                f"{issued} trial calls are already admitted: allow at least that many, or reset "
+                f"the breaker first.",
+                code="below_admitted_trial_calls",
+            )
+        return permitted
+
+
+@admin.register(CircuitBreaker)
+class CircuitBreakerAdmin(admin.ModelAdmin):
+    form = CircuitBreakerForm
+    list_display = [
+        "provider",
+        "state",
+        "forced",
+        "state_changed_at",
+        "window_summary",
+        "failure_rate_threshold",
+        "minimum_calls",
+        "open_duration_s",
+    ]
+    list_filter = ["state", "forced"]
+    list_select_related = ["provider"]
+    search_fields = ["provider__name"]
+    fieldsets = [
+        ("State", {"fields": [*STATE_FIELDS, "window_summary", "recent_events"]}),
+        ("Configuration", {"fields": CONFIG_FIELDS}),
+    ]
+    readonly_fields = [*STATE_FIELDS, "window_summary", "recent_events"]
+    actions = ["force_open", "reset"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        # Created on a provider's first call (or by `providers_breaker <provider> --show`).
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="recent calls")
+    def window_summary(self, breaker: CircuitBreaker) -> str:
+        failures = breakers.breaker_window_failures(breaker=breaker)
+        return f"{failures} failed of {len(breaker.window)}"
+
+    @admin.display(description="recent transitions")
+    def recent_events(self, breaker: CircuitBreaker) -> str:
+        events = breaker.events.order_by("-at", "-id")[:RECENT_EVENTS]
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{} &rarr; {}</td><td>{}</td></tr>",
+            (
+                (
+                    formats.localize(timezone.localtime(event.at)),
+                    event.get_from_state_display(),
+                    event.get_to_state_display(),
+                    event.reason,
+                )
+                for event in events
+            ),
+        )
+        if not rows:
+            return "none yet"
+        return format_html(
+            "<table><thead><tr><th>at</th><th>transition</th><th>reason</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def save_model(self, request, obj: CircuitBreaker, form, change: bool) -> None:
+        # Workers change the state columns at any moment: write only the configuration, and
+        # only while no more trial calls are out than it permits (one may have gone out since
+        # the form was checked).
+        updated = CircuitBreaker.objects.filter(
+            pk=obj.pk, half_open_permits_issued__lte=obj.half_open_permitted_calls
+        ).update(**{name: getattr(obj, name) for name in CONFIG_FIELDS})
+        if not updated:
+            self.message_user(
+                request,
+                "Not saved: more trial calls went out meanwhile than the new configuration "
+                "permits; try again.",
+                messages.ERROR,
+            )
+
+    @admin.action(description="Force open (stays open until reset)", permissions=["change"])
+    def force_open(self, request, queryset: QuerySet) -> None:
+        for breaker in queryset.select_related("provider"):
+            breakers.breaker_force_open(
+                provider=breaker.provider, reason=f"forced open by {request.user.get_username()}"
+            )
+        self.message_user(request, f"Forced {queryset.count()} breaker(s) open.", messages.WARNING)
+
+    @admin.action(description="Reset (close, clear the recent calls)", permissions=["change"])
+    def reset(self, request, queryset: QuerySet) -> None:
+        for breaker in queryset.select_related("provider"):
+            breakers.breaker_reset(
+                provider=breaker.provider, reason=f"reset by {request.user.get_username()}"
+            )
+        self.message_user(request, f"Reset {queryset.count()} breaker(s).")
+
+
+@admin.register(BreakerEvent)
+class BreakerEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["at", "provider", "from_state", "to_state", "reason"]
+    list_filter = ["to_state", "breaker__provider"]
+    list_select_related = ["breaker__provider"]
+    search_fields = ["breaker__provider__name", "reason"]
+    date_hierarchy = "at"
+    readonly_fields = ["breaker", "from_state", "to_state", "reason", "at"]
+
+    @admin.display(description="provider", ordering="breaker__provider__name")
+    def provider(self, event: BreakerEvent) -> str:
+        # Not the breaker itself: its name carries its current state, not the event's.
+        return event.breaker.provider.name

@@ -7,18 +7,16 @@ and whether that variable is set in the server's environment.
 import os
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiTypes, extend_schema
-from rest_framework import generics, serializers, status
-from rest_framework.exceptions import APIException
+from rest_framework import generics, serializers
 from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.schema import error_response
 from providers import selectors, services
-from providers.exceptions import ProviderInUse
-from providers.models import Provider
+from providers.models import PROVIDER_FIELDS, Provider
 
 
 class FallbackNamesField(serializers.ListField):
@@ -40,9 +38,8 @@ class ProviderSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Provider
-        # The editable columns are the services' list; the rest is derived or bookkeeping.
         fields = [
-            *services.PROVIDER_FIELDS,
+            *PROVIDER_FIELDS,
             "api_key_configured",
             "fallbacks",
             "created_at",
@@ -60,53 +57,14 @@ class ProviderSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(f"Unknown providers: {', '.join(missing)}.")
         return [found[name] for name in names]
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # The same checks as the model's clean() and the services, as field-level errors.
-        candidate = Provider()
-        if self.instance is not None:
-            candidate = Provider(
-                pk=self.instance.pk,
-                **{field: getattr(self.instance, field) for field in services.PROVIDER_FIELDS},
-            )
-        for field, value in attrs.items():
-            if field != "fallbacks":
-                setattr(candidate, field, value)
-        errors = services.provider_config_errors(provider=candidate)
-        if "fallbacks" in attrs:
-            fallback_errors = services.provider_fallback_errors(
-                provider=candidate, fallbacks=attrs["fallbacks"]
-            )
-            if fallback_errors:
-                errors["fallbacks"] = fallback_errors
-        if errors:
-            raise serializers.ValidationError(errors)
-        return attrs
-
+    # The provider's rules are checked once, by the services (`full_clean`, and the fallback
+    # graph under its lock); their errors reach the client through the API's error handler.
     def create(self, validated_data: dict[str, Any]) -> Provider:
-        try:
-            return services.provider_create(**validated_data)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from exc
+        return services.provider_create(**validated_data)
 
     def update(self, provider: Provider, validated_data: dict[str, Any]) -> Provider:
         fallbacks = validated_data.pop("fallbacks", None)
-        try:
-            return services.provider_update(
-                provider=provider, data=validated_data, fallbacks=fallbacks
-            )
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from exc
-
-
-class ProviderErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request conflicts with the current state."
-    default_code = "conflict"
+        return services.provider_update(provider=provider, data=validated_data, fallbacks=fallbacks)
 
 
 class ProviderListCreateApi(generics.ListCreateAPIView):
@@ -122,15 +80,12 @@ class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
     queryset = selectors.provider_list()
     lookup_field = "name"
 
-    @extend_schema(responses={204: None, 409: ProviderErrorSerializer})
+    @extend_schema(responses={204: None, 409: error_response("Executions reference it.")})
     def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().delete(request, *args, **kwargs)
 
     def perform_destroy(self, provider: Provider) -> None:
-        try:
-            services.provider_delete(provider=provider)
-        except ProviderInUse as exc:
-            raise Conflict({"detail": str(exc), "code": exc.code}) from exc
+        services.provider_delete(provider=provider)
 
 
 class HardwareApi(APIView):
@@ -140,6 +95,6 @@ class HardwareApi(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="providers_hardware")
     def get(self, request: Request) -> Response:
-        from providers.hardware import hardware_report
+        from providers.mlx.hardware import hardware_report
 
         return Response(hardware_report())

@@ -6,4 +6,6 @@ class ProvidersConfig(AppConfig):
     verbose_name = "Providers"
 
     def ready(self) -> None:
-        from providers import checks  # noqa: F401  (registers the system checks)
+        # Registers the system checks, and connects the warm-up of local models to
+        # django-q2's worker start.
+        from providers import checks, signals  # noqa: F401

@@ -10,10 +10,11 @@ when the database cannot be reached or has not been migrated yet.
 from django.core.checks import Warning, register
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
+from providers.models import Provider
+from providers.validation import provider_config_errors
+
 
 def _enabled_providers(alias: str) -> list:
-    from providers.models import Provider
-
     try:
         if Provider._meta.db_table not in connections[alias].introspection.table_names():
             return []
@@ -46,10 +47,6 @@ CHECKED_FIELDS = {
 def check_providers(app_configs=None, databases=None, **kwargs) -> list[Warning]:
     if not databases or DEFAULT_DB_ALIAS not in databases:
         return []
-    # Imported here: the services import dspy, which commands that never run checks should
-    # not pay for at startup.
-    from providers.services import provider_config_errors
-
     warnings: list[Warning] = []
     for provider in _enabled_providers(DEFAULT_DB_ALIAS):
         for field, messages in provider_config_errors(provider=provider).items():

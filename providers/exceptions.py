@@ -1,4 +1,5 @@
-"""Errors the providers app raises to other apps; each carries a machine-readable `code`.
+"""Errors the providers app raises to other apps; each is a `core.errors.ApplicationError`
+with its machine-readable `code` and HTTP status.
 
 Failures of a language model call itself are DSPy's own `LMError` family and
 `AdapterParseError`, which propagate unchanged so callers can classify them.
@@ -6,12 +7,14 @@ Failures of a language model call itself are DSPy's own `LMError` family and
 
 import dspy
 
+from core.errors import ApplicationError, Conflict, InvalidRequest, NotFound, ServiceUnavailable
 
-class ProviderError(Exception):
+
+class ProviderError(ApplicationError):
     code = "provider_error"
 
 
-class ProviderNotFound(ProviderError):
+class ProviderNotFound(ProviderError, NotFound):
     code = "provider_not_found"
 
     def __init__(self, name: str) -> None:
@@ -19,25 +22,26 @@ class ProviderNotFound(ProviderError):
         super().__init__(f"No provider named {name!r}.")
 
 
-class NoProviderConfigured(ProviderError):
+class NoProviderConfigured(ProviderError, ServiceUnavailable):
     code = "no_provider_configured"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "No enabled provider is configured: run `manage.py providers_install_default_model` "
-            "or add one in the admin."
-        )
+    default_message = (
+        "No enabled provider is configured: run `manage.py providers_install_default_model` "
+        "or add one in the admin."
+    )
 
 
-class ProviderDisabled(ProviderError):
+class ProviderDisabled(ProviderError, InvalidRequest):
     code = "provider_disabled"
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"The provider {name!r} is disabled.")
+        super().__init__(
+            f"The provider {name!r} is disabled.",
+            errors={"provider": [{"code": self.code, "message": "This provider is disabled."}]},
+        )
 
 
-class ProviderInUse(ProviderError):
+class ProviderInUse(ProviderError, Conflict):
     code = "provider_in_use"
 
     def __init__(self, name: str) -> None:

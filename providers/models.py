@@ -5,51 +5,44 @@ that holds it, read at call time.
 """
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
-PROVIDER_NAME_VALIDATOR = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-    "Use letters, digits, '.', '_' and '-', starting with a letter or digit.",
-    code="invalid_name",
+from core import generation
+from providers.choices import BreakerState, ProviderAdapter, ProviderKind
+from providers.validation import (
+    ENV_VAR_NAME_VALIDATOR,
+    PROVIDER_NAME_VALIDATOR,
+    provider_config_errors,
+    validate_base_url,
 )
-ENV_VAR_NAME_VALIDATOR = RegexValidator(
-    r"^[A-Za-z_][A-Za-z0-9_]*$",
-    "Enter the NAME of an environment variable (letters, digits, '_'), not its value.",
-    code="invalid_env_var_name",
+
+# The columns an operator edits (API, admin, services); the rest is derived or bookkeeping.
+PROVIDER_FIELDS = (
+    "name",
+    "kind",
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "hardware_optimization",
+    "timeout_s",
+    "base_url",
+    "api_key_env",
+    "engine_path",
+    "adapter",
+    "enabled",
 )
-
-
-def validate_base_url(value: str) -> None:
-    """An http(s) URL with a host; single-label hosts (`http://mlx-server:8080/v1`) are fine."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018  (raises ValueError on a malformed port)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(
-            "Enter an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/v1.",
-            code="invalid_base_url",
-        )
 
 
 class Provider(models.Model):
-    class Kind(models.TextChoices):
-        MLX = "mlx", "Local MLX model"
-        OPENAI = "openai", "OpenAI-compatible endpoint"
-        CUSTOM = "custom", "Custom engine class"
-
-    class Adapter(models.TextChoices):
-        AUTO = "auto", "Automatic (compact for small local models, chat elsewhere)"
-        COMPACT = "compact", "Compact (small local models)"
-        CHAT = "chat", "DSPy ChatAdapter"
-        JSON = "json", "DSPy JSONAdapter"
+    Kind = ProviderKind
+    Adapter = ProviderAdapter
 
     name = models.CharField(max_length=100, unique=True, validators=[PROVIDER_NAME_VALIDATOR])
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -61,13 +54,25 @@ class Provider(models.Model):
         ),
     )
     max_tokens = models.PositiveIntegerField(
-        default=256, validators=[MinValueValidator(1), MaxValueValidator(32_768)]
+        default=256,
+        validators=[
+            MinValueValidator(generation.MAX_TOKENS_MIN),
+            MaxValueValidator(generation.MAX_TOKENS_CEILING),
+        ],
     )
     temperature = models.FloatField(
-        default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+        default=0.0,
+        validators=[
+            MinValueValidator(generation.TEMPERATURE_MIN),
+            MaxValueValidator(generation.TEMPERATURE_MAX),
+        ],
     )
     top_p = models.FloatField(
-        default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+        default=1.0,
+        validators=[
+            MinValueValidator(generation.TOP_P_MIN),
+            MaxValueValidator(generation.TOP_P_MAX),
+        ],
     )
     hardware_optimization = models.BooleanField(
         default=True,
@@ -112,10 +117,10 @@ class Provider(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind__in=["mlx", "openai", "custom"]), name="provider_kind_known"
+                condition=Q(kind__in=ProviderKind.values), name="provider_kind_known"
             ),
             models.CheckConstraint(
-                condition=Q(adapter__in=["auto", "compact", "chat", "json"]),
+                condition=Q(adapter__in=ProviderAdapter.values),
                 name="provider_adapter_known",
             ),
             models.CheckConstraint(
@@ -140,9 +145,6 @@ class Provider(models.Model):
         return path if path.is_absolute() else Path(settings.VAR_DIR) / "models" / path
 
     def clean(self) -> None:
-        # Imported here: services import dspy and the engine loader, which need the app registry.
-        from providers.services import provider_config_errors
-
         errors = provider_config_errors(provider=self)
         if errors:
             raise ValidationError(errors)
@@ -171,3 +173,128 @@ class ProviderFallback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id} -> {self.fallback_id} (#{self.position})"
+
+
+class CircuitBreaker(models.Model):
+    """The breaker of one provider (resilience4j semantics), created lazily on first use.
+
+    `window` holds the outcomes of the last `sliding_window_size` calls while closed, and
+    `half_open_outcomes` those of the trial calls while half-open, one letter per call:
+    `s` success, `S` slow success, `f` failure, `F` slow failure.
+    """
+
+    State = BreakerState
+
+    provider = models.OneToOneField(
+        Provider, on_delete=models.CASCADE, related_name="circuit_breaker"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    forced = models.BooleanField(
+        default=False,
+        help_text="Forced open by an operator: stays open until reset, never half-opens.",
+    )
+    state_changed_at = models.DateTimeField(default=timezone.now)
+
+    failure_rate_threshold = models.FloatField(
+        default=50.0, help_text="Percent of failed calls in the window that opens the breaker."
+    )
+    slow_call_rate_threshold = models.FloatField(
+        default=100.0, help_text="Percent of slow calls in the window that opens the breaker."
+    )
+    slow_call_duration_s = models.FloatField(
+        "slow call duration (s)",
+        default=60.0,
+        help_text="A call that takes at least this long counts as slow.",
+    )
+    sliding_window_size = models.PositiveIntegerField(
+        default=20, help_text="How many of the most recent calls the rates are computed over."
+    )
+    minimum_calls = models.PositiveIntegerField(
+        default=10, help_text="Calls recorded before the rates can open the breaker."
+    )
+    open_duration_s = models.FloatField(
+        "open duration (s)",
+        default=30.0,
+        help_text="How long the breaker stays open before admitting trial calls.",
+    )
+    half_open_permitted_calls = models.PositiveIntegerField(
+        default=3, help_text="Trial calls admitted while half-open."
+    )
+    half_open_max_wait_s = models.FloatField(
+        "half-open max wait (s)",
+        default=300.0,
+        help_text=(
+            "If the trial calls have not all reported back after this long (a worker died "
+            "holding a permit), the breaker opens again and later admits fresh trials."
+        ),
+    )
+
+    window = models.JSONField(default=list, blank=True)
+    half_open_permits_issued = models.PositiveIntegerField(default=0)
+    half_open_outcomes = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider__name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=BreakerState.values),
+                name="breaker_state_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(state=BreakerState.OPEN) | Q(forced=False),
+                name="breaker_forced_only_open",
+            ),
+            models.CheckConstraint(
+                condition=Q(failure_rate_threshold__gt=0, failure_rate_threshold__lte=100),
+                name="breaker_failure_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(slow_call_rate_threshold__gt=0, slow_call_rate_threshold__lte=100),
+                name="breaker_slow_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(slow_call_duration_s__gt=0), name="breaker_slow_duration_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(sliding_window_size__gte=1), name="breaker_window_size_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(minimum_calls__gte=1), name="breaker_minimum_calls_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(open_duration_s__gte=0), name="breaker_open_duration_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(half_open_permitted_calls__gte=1),
+                name="breaker_half_open_calls_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(half_open_max_wait_s__gt=0), name="breaker_half_open_wait_positive"
+            ),
+            # Exactly the configured number of trial calls: never more permits than that.
+            models.CheckConstraint(
+                condition=Q(half_open_permits_issued__lte=models.F("half_open_permitted_calls")),
+                name="breaker_half_open_permits_bounded",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} breaker ({self.get_state_display()})"
+
+
+class BreakerEvent(models.Model):
+    """One state transition of a breaker."""
+
+    breaker = models.ForeignKey(CircuitBreaker, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=16, choices=BreakerState.choices)
+    to_state = models.CharField(max_length=16, choices=BreakerState.choices)
+    reason = models.CharField(max_length=500)
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["breaker", "-at"], name="breaker_event_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.breaker.provider}: {self.from_state} -> {self.to_state} ({self.reason})"

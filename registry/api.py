@@ -3,7 +3,7 @@
 Reading needs an authenticated client (an API key or a staff session); writing needs the
 model permission (`registry.add_signature`, `registry.add_signatureversion`,
 `registry.add_alias` and `registry.change_alias`, ...). Specs are validated by the registry's
-own rules (`registry.specs`), whose errors come back as a 400 keyed by field.
+own rules (`registry.specs`), whose errors come back in the API's error shape, keyed by field.
 """
 
 from typing import Any
@@ -14,31 +14,23 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
-    inline_serializer,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import (
-    APIException,
-    NotFound,
-    PermissionDenied,
-    ValidationError,
-)
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from registry import selectors, services
-from registry.exceptions import (
-    AliasConflict,
-    AliasNotFound,
-    InvalidSpec,
-    RegistryError,
-    SignatureAlreadyExists,
-    SignatureNotFound,
-    VersionNotFound,
-)
+from core import generation
+from core.api.schema import error_response
+from registry import selectors
+from registry.exceptions import InvalidSpec
+from registry.field_types import FieldType
 from registry.models import Alias, Signature, SignatureVersion
-from registry.specs import MAX_TOKENS_LIMIT, NAME_MAX_LENGTH, NAME_PATTERN, FieldType, ModuleKind
+from registry.services.aliases import ANY_VERSION, alias_remove, alias_set
+from registry.services.signatures import signature_create, signature_update
+from registry.services.versions import signature_version_create
+from registry.specs import NAME_MAX_LENGTH, NAME_PATTERN, ModuleKind
 
 # Serializers. Requests are validated by registry.specs (one set of rules for the API, the
 # admin, imports and discovery); the request serializers document their shape in the schema.
@@ -59,8 +51,12 @@ class FieldSpecSerializer(serializers.Serializer):
 
 
 class LmDefaultsSerializer(serializers.Serializer):
-    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
-    max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=MAX_TOKENS_LIMIT)
+    temperature = serializers.FloatField(
+        required=False, min_value=generation.TEMPERATURE_MIN, max_value=generation.TEMPERATURE_MAX
+    )
+    max_tokens = serializers.IntegerField(
+        required=False, min_value=generation.MAX_TOKENS_MIN, max_value=generation.MAX_TOKENS_CEILING
+    )
 
 
 class VersionSpecSerializer(serializers.Serializer):
@@ -200,32 +196,6 @@ class SignatureDetailSerializer(SignatureSerializer):
         fields = [*SignatureSerializer.Meta.fields, "versions", "alias_details"]
 
 
-ERROR = inline_serializer(
-    "RegistryError",
-    fields={"detail": serializers.CharField(), "code": serializers.CharField()},
-)
-
-
-# Errors: the registry's exceptions as HTTP answers, with their stable codes.
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-
-
-def _api_exception(exc: RegistryError) -> APIException | None:
-    if isinstance(exc, InvalidSpec):
-        return ValidationError(exc.errors)
-    if isinstance(exc, SignatureAlreadyExists):
-        return ValidationError({"name": [str(exc)]}, code=exc.code)
-    if isinstance(exc, SignatureNotFound | VersionNotFound | AliasNotFound):
-        return NotFound({"detail": str(exc), "code": exc.code})
-    if isinstance(exc, AliasConflict):
-        return Conflict({"detail": str(exc), "code": exc.code})
-    return None
-
-
 class AliasPermissions(DjangoModelPermissions):
     # PUT creates the alias when it does not exist yet, so it needs both permissions.
     perms_map = DjangoModelPermissions.perms_map | {
@@ -236,11 +206,6 @@ class AliasPermissions(DjangoModelPermissions):
 class RegistryApi(generics.GenericAPIView):
     permission_classes = [IsAuthenticated, DjangoModelPermissions]
     filter_backends: list = []
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, RegistryError):
-            exc = _api_exception(exc) or exc
-        return super().handle_exception(exc)
 
     def signature(self) -> Signature:
         return selectors.signature_get(name=self.kwargs["name"])
@@ -286,7 +251,10 @@ class SignatureListApi(RegistryApi):
     @extend_schema(
         operation_id="registry_signatures_create",
         request=SignatureCreateSerializer,
-        responses={201: SignatureDetailSerializer, 400: OpenApiResponse(description="Invalid.")},
+        responses={
+            201: SignatureDetailSerializer,
+            409: error_response("A signature of this name exists already."),
+        },
         examples=[
             OpenApiExample(
                 "A classifier with its first version",
@@ -319,7 +287,7 @@ class SignatureListApi(RegistryApi):
         if version_spec is not None and not request.user.has_perm("registry.add_signatureversion"):
             raise PermissionDenied("Adding a version needs the add_signatureversion permission.")
         with transaction.atomic():
-            signature = services.signature_create(
+            signature = signature_create(
                 name=data.get("name"),
                 description=data.get("description", ""),
                 tags=data.get("tags"),
@@ -328,7 +296,7 @@ class SignatureListApi(RegistryApi):
             if version_spec is not None:
                 version_spec = _object(version_spec, field="version")
                 try:
-                    services.signature_version_create(
+                    signature_version_create(
                         signature=signature,
                         spec=version_spec,
                         changelog=_text(version_spec.get("changelog"), field="changelog"),
@@ -372,7 +340,7 @@ class SignatureDetailApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_signatures_retrieve",
-        responses={200: SignatureDetailSerializer, 404: ERROR},
+        responses={200: SignatureDetailSerializer},
     )
     def get(self, request: Request, name: str) -> Response:
         """A signature with its versions (newest first) and aliases."""
@@ -381,7 +349,7 @@ class SignatureDetailApi(RegistryApi):
     @extend_schema(
         operation_id="registry_signatures_partial_update",
         request=SignatureUpdateSerializer,
-        responses={200: SignatureDetailSerializer, 404: ERROR},
+        responses={200: SignatureDetailSerializer},
     )
     def patch(self, request: Request, name: str) -> Response:
         """Change a signature's description or tags (its behaviour changes by versions)."""
@@ -394,7 +362,7 @@ class SignatureDetailApi(RegistryApi):
                     for key in unknown
                 }
             )
-        services.signature_update(
+        signature_update(
             signature=self.signature(),
             description=data.get("description"),
             tags=data.get("tags"),
@@ -408,7 +376,7 @@ class VersionListApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_versions_list",
-        responses={200: VersionSerializer(many=True), 404: ERROR},
+        responses={200: VersionSerializer(many=True)},
     )
     def get(self, request: Request, name: str) -> Response:
         """Every version of a signature, newest first."""
@@ -430,14 +398,13 @@ class VersionListApi(RegistryApi):
                 VersionCreatedSerializer,
                 description="Identical to the latest version: nothing created (`created` false).",
             ),
-            400: OpenApiResponse(description="Field-level errors of the spec."),
-            404: ERROR,
+            404: error_response("Unknown signature."),
         },
     )
     def post(self, request: Request, name: str) -> Response:
         """Add a version. A spec identical to the latest version creates nothing."""
         data = _object(request.data)
-        result = services.signature_version_create(
+        result = signature_version_create(
             signature=self.signature(),
             spec=data,
             changelog=_text(data.get("changelog"), field="changelog"),
@@ -454,9 +421,7 @@ class VersionDetailApi(RegistryApi):
     queryset = SignatureVersion.objects.all()
     serializer_class = VersionSerializer
 
-    @extend_schema(
-        operation_id="registry_versions_retrieve", responses={200: VersionSerializer, 404: ERROR}
-    )
+    @extend_schema(operation_id="registry_versions_retrieve", responses={200: VersionSerializer})
     def get(self, request: Request, name: str, number: int) -> Response:
         """One version: its fields, instructions, module kind, state and hash."""
         version = selectors.signature_version_get(signature=self.signature(), number=number)
@@ -479,7 +444,7 @@ class VersionResolveApi(RegistryApi):
                 ),
             )
         ],
-        responses={200: VersionSerializer, 404: ERROR},
+        responses={200: VersionSerializer},
     )
     def get(self, request: Request, name: str) -> Response:
         """The version a reference designates."""
@@ -496,7 +461,7 @@ class AliasListApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_aliases_list",
-        responses={200: AliasSerializer(many=True), 404: ERROR},
+        responses={200: AliasSerializer(many=True)},
     )
     def get(self, request: Request, name: str) -> Response:
         """The aliases of a signature. `latest` is implicit and never listed."""
@@ -511,9 +476,7 @@ class AliasDetailApi(RegistryApi):
     serializer_class = AliasSerializer
     permission_classes = [IsAuthenticated, AliasPermissions]
 
-    @extend_schema(
-        operation_id="registry_aliases_retrieve", responses={200: AliasSerializer, 404: ERROR}
-    )
+    @extend_schema(operation_id="registry_aliases_retrieve", responses={200: AliasSerializer})
     def get(self, request: Request, name: str, alias: str) -> Response:
         """One alias and the version it points at."""
         found = selectors.alias_get(signature=self.signature(), name=alias)
@@ -524,9 +487,8 @@ class AliasDetailApi(RegistryApi):
         request=AliasMoveSerializer,
         responses={
             200: AliasSerializer,
-            400: OpenApiResponse(description="Invalid."),
-            404: ERROR,
-            409: ERROR,
+            404: error_response("Unknown signature or version."),
+            409: error_response("The alias has moved since `expected_version`."),
         },
     )
     def put(self, request: Request, name: str, alias: str) -> Response:
@@ -537,8 +499,8 @@ class AliasDetailApi(RegistryApi):
         version = selectors.signature_version_get(
             signature=signature, number=serializer.validated_data["version"]
         )
-        expected = serializer.validated_data.get("expected_version", services.ANY_VERSION)
-        result = services.alias_set(
+        expected = serializer.validated_data.get("expected_version", ANY_VERSION)
+        result = alias_set(
             signature=signature,
             name=alias,
             version=version,
@@ -547,8 +509,8 @@ class AliasDetailApi(RegistryApi):
         )
         return Response(AliasSerializer(result.alias).data)
 
-    @extend_schema(operation_id="registry_aliases_destroy", responses={204: None, 404: ERROR})
+    @extend_schema(operation_id="registry_aliases_destroy", responses={204: None})
     def delete(self, request: Request, name: str, alias: str) -> Response:
         """Remove an alias."""
-        services.alias_remove(signature=self.signature(), name=alias, user=request.user)
+        alias_remove(signature=self.signature(), name=alias, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,9 +1,12 @@
 """Errors the registry raises to its callers (the API, the admin, commands, other apps).
 
-Each carries a stable machine-readable ``code`` and a human message in ``str(exc)``.
+Each is a `core.errors.ApplicationError`: a stable machine-readable ``code``, an HTTP
+``status_code`` and a human message in ``str(exc)``.
 """
 
 from typing import Any
+
+from core.errors import ApplicationError, Conflict, InvalidRequest, NotFound
 
 
 def errors_flatten(errors: Any, path: str = "") -> list[str]:
@@ -24,39 +27,42 @@ def errors_flatten(errors: Any, path: str = "") -> list[str]:
     return [f"{path}: {errors}" if path else str(errors)]
 
 
-class RegistryError(Exception):
+class RegistryError(ApplicationError):
     code = "registry_error"
 
 
-class SignatureNotFound(RegistryError):
+class SignatureNotFound(RegistryError, NotFound):
     code = "signature_not_found"
 
 
-class VersionNotFound(RegistryError):
+class VersionNotFound(RegistryError, NotFound):
     code = "version_not_found"
 
 
-class AliasNotFound(RegistryError):
+class AliasNotFound(RegistryError, NotFound):
     code = "alias_not_found"
 
 
-class ImmutableVersionError(RegistryError):
+class ImmutableVersionError(RegistryError, Conflict):
     """A saved signature version was about to be changed or deleted."""
 
     code = "immutable_version"
 
 
-class AliasConflict(RegistryError):
+class AliasConflict(RegistryError, Conflict):
     """An alias move named the version it expected to move from, and the alias had moved on."""
 
     code = "alias_conflict"
 
 
-class SignatureAlreadyExists(RegistryError):
+class SignatureAlreadyExists(RegistryError, Conflict):
     code = "signature_exists"
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errors={"name": [message]})
 
-class InvalidSpec(RegistryError):
+
+class InvalidSpec(RegistryError, InvalidRequest):
     """A signature or version spec failed validation.
 
     ``errors`` maps each offending field to its messages, nested the way DRF nests serializer
@@ -66,11 +72,10 @@ class InvalidSpec(RegistryError):
     code = "invalid_spec"
 
     def __init__(self, errors: dict):
-        super().__init__("Invalid spec: " + "; ".join(errors_flatten(errors)))
-        self.errors = errors
+        super().__init__("Invalid spec: " + "; ".join(errors_flatten(errors)), errors=errors)
 
 
-class InputValidationError(RegistryError):
+class InputValidationError(RegistryError, InvalidRequest):
     """An execute request's inputs do not match the version's input fields.
 
     ``errors`` maps a field name (or ``non_field_errors``) to a list of
@@ -81,11 +86,12 @@ class InputValidationError(RegistryError):
 
     def __init__(self, errors: dict[str, list[dict[str, str]]]):
         fields = ", ".join(sorted(errors))
-        super().__init__(f"The inputs do not match the signature's input fields ({fields}).")
-        self.errors = errors
+        super().__init__(
+            f"The inputs do not match the signature's input fields ({fields}).", errors=errors
+        )
 
 
-class ImportFileError(RegistryError):
+class ImportFileError(RegistryError, InvalidRequest):
     """An import file is unreadable, malformed, or conflicts with the registry."""
 
     code = "invalid_import"

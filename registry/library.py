@@ -6,7 +6,8 @@ export file use. Changing an entry here gives existing installations a new versi
 next load; it never moves their aliases.
 """
 
-from registry.specs import FieldType, ModuleKind
+from registry.field_types import FieldType
+from registry.specs import ModuleKind
 
 
 def _field(name: str, field_type: str, description: str, **extra) -> dict:

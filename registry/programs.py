@@ -14,7 +14,8 @@ import dspy
 from dspy.signatures.signature import infer_prefix
 
 from registry.exceptions import InvalidSpec
-from registry.specs import FieldType, ModuleKind
+from registry.field_types import FieldType, field_python_type, field_type_of
+from registry.specs import ModuleKind
 
 # The module class each kind runs with. A new kind: a ModuleKind member and an entry here.
 MODULE_CLASSES: dict[str, type[dspy.Module]] = {
@@ -27,25 +28,9 @@ MODULE_ADDED_OUTPUTS: dict[str, tuple[str, ...]] = {
     ModuleKind.CHAIN_OF_THOUGHT: ("reasoning",),
 }
 
-SIMPLE_TYPES: dict[str, Any] = {
-    FieldType.STR: str,
-    FieldType.INT: int,
-    FieldType.FLOAT: float,
-    FieldType.BOOL: bool,
-    FieldType.LIST_STR: list[str],
-    FieldType.DICT: dict[str, Any],
-}
-
 
 class UnsupportedSignature(ValueError):
     """A DSPy signature or module that the registry's closed type set cannot represent."""
-
-
-def field_python_type(field: dict[str, Any]) -> Any:
-    """The real Python type of a field spec (``typing.Literal[...]`` for choices)."""
-    if field["type"] == FieldType.LITERAL:
-        return typing.Literal[tuple(field["choices"])]
-    return SIMPLE_TYPES[field["type"]]
 
 
 def _class_name(name: str) -> str:
@@ -159,17 +144,9 @@ def _state_shape_problem(expected: dict, given: dict) -> str | None:
 
 
 def _type_spec(annotation: Any) -> dict[str, Any]:
-    for type_name, python_type in SIMPLE_TYPES.items():
-        if annotation == python_type:
-            return {"type": type_name}
-    if annotation is dict or typing.get_origin(annotation) is dict:
-        args = typing.get_args(annotation)
-        if not args or args[0] is str:
-            return {"type": FieldType.DICT}
-    if typing.get_origin(annotation) is typing.Literal:
-        choices = list(typing.get_args(annotation))
-        if choices and all(isinstance(choice, str) for choice in choices):
-            return {"type": FieldType.LITERAL, "choices": choices}
+    spec = field_type_of(annotation)
+    if spec is not None:
+        return spec
     generic = typing.get_origin(annotation) is not None
     shown = repr(annotation) if generic else getattr(annotation, "__name__", repr(annotation))
     raise UnsupportedSignature(

@@ -8,35 +8,23 @@ A field spec is a JSON object::
     {"name": "question", "type": "str", "description": "The question to answer.", "prefix": null}
     {"name": "label", "type": "literal", "choices": ["positive", "negative"], "description": ""}
 
-``type`` is one of :data:`FIELD_TYPES`. ``choices`` (a non-empty list of distinct strings) is
-required for ``literal`` and forbidden otherwise. ``description`` defaults to ``""`` and
-``prefix`` to ``null`` (DSPy then derives the prefix from the name).
+``type`` is one of `registry.field_types.FieldType`. ``choices`` (a non-empty list of
+distinct strings) is required for ``literal`` and forbidden otherwise. ``description``
+defaults to ``""`` and ``prefix`` to ``null`` (DSPy then derives the prefix from the name).
 """
 
 import hashlib
 import json
 import keyword
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import models
 
+from core.generation import generation_settings_check
 from registry.exceptions import InvalidSpec
-
-
-class FieldType(models.TextChoices):
-    STR = "str", "str"
-    INT = "int", "int"
-    FLOAT = "float", "float"
-    BOOL = "bool", "bool"
-    LIST_STR = "list[str]", "list[str]"
-    DICT = "dict", "dict"
-    LITERAL = "literal", "Literal (choices)"
-
-
-FIELD_TYPES = tuple(FieldType.values)
+from registry.field_types import RULES, FieldType
 
 
 class ModuleKind(models.TextChoices):
@@ -61,7 +49,6 @@ MAX_FIELDS = 50
 MAX_TAGS = 20
 TAG_MAX_LENGTH = 50
 INSTRUCTIONS_MAX_LENGTH = 20_000
-MAX_TOKENS_LIMIT = 1_000_000
 
 # Names a field may not take. DSPy signatures are pydantic models whose class carries these
 # attributes (a field of the same name shadows them, and pydantic warns); Predict reads `signature`,
@@ -265,9 +252,9 @@ def _field_normalize(raw: Any, *, seen: set[str]) -> tuple[dict | None, dict[str
         seen.add(name)
 
     field_type = raw.get("type", None)
-    if field_type not in FIELD_TYPES:
+    if field_type not in FieldType.values:
         shown = field_type if isinstance(field_type, str) else json.dumps(field_type)
-        errors["type"] = [f"Unknown type `{shown}`; use one of {', '.join(FIELD_TYPES)}."]
+        errors["type"] = [f"Unknown type `{shown}`; use one of {', '.join(FieldType.values)}."]
 
     description, problem = _optional_text(
         raw.get("description"), label="description", max_length=DESCRIPTION_MAX_LENGTH
@@ -281,7 +268,8 @@ def _field_normalize(raw: Any, *, seen: set[str]) -> tuple[dict | None, dict[str
         errors["prefix"] = [problem]
 
     choices = raw.get("choices")
-    if field_type == FieldType.LITERAL:
+    has_choices = field_type in FieldType.values and RULES[field_type].has_choices
+    if has_choices:
         problem = _choices_problem(choices)
         if problem:
             errors["choices"] = [problem]
@@ -296,7 +284,7 @@ def _field_normalize(raw: Any, *, seen: set[str]) -> tuple[dict | None, dict[str
         "description": (description or "").strip(),
         "prefix": prefix or None,
     }
-    if field_type == FieldType.LITERAL:
+    if has_choices:
         normalized["choices"] = list(choices)
     return normalized, {}
 
@@ -335,39 +323,9 @@ def _fields_normalize(
     return normalized, (item_errors if any(item_errors) else None)
 
 
-def _lm_defaults_normalize(raw: Any) -> tuple[dict, list[str] | dict | None]:
-    if raw is None:
-        return {}, None
-    if not isinstance(raw, dict):
-        return {}, ["LM defaults must be an object with optional temperature and max_tokens."]
-    errors: dict[str, list[str]] = {}
-    unknown = sorted(set(raw) - set(LM_DEFAULT_KEYS))
-    if unknown:
-        errors["non_field_errors"] = [
-            f"Unknown key(s) {', '.join(unknown)}; allowed: {', '.join(LM_DEFAULT_KEYS)}."
-        ]
-    normalized: dict[str, Any] = {}
-    temperature = raw.get("temperature")
-    if temperature is not None:
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or not math.isfinite(temperature)
-            or not 0 <= temperature <= 2
-        ):
-            errors["temperature"] = ["The temperature must be a number from 0 to 2."]
-        else:
-            normalized["temperature"] = float(temperature)
-    max_tokens = raw.get("max_tokens")
-    if max_tokens is not None:
-        if (
-            isinstance(max_tokens, bool)
-            or not isinstance(max_tokens, int)
-            or not 1 <= max_tokens <= MAX_TOKENS_LIMIT
-        ):
-            errors["max_tokens"] = [f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}."]
-        else:
-            normalized["max_tokens"] = max_tokens
+def _lm_defaults_normalize(raw: Any) -> tuple[dict, dict | None]:
+    normalized, problems = generation_settings_check(raw, allowed=LM_DEFAULT_KEYS)
+    errors = {key: [problem["message"] for problem in found] for key, found in problems.items()}
     return normalized, (errors or None)
 
 
@@ -389,7 +347,7 @@ def version_spec_validate(data: Any) -> VersionSpec:
     """Validate and normalise a version spec, raising :class:`InvalidSpec` with every problem.
 
     This checks the shape; whether a compiled state loads into the module it names is checked
-    by ``services.version_spec_check`` (it needs DSPy).
+    by ``registry.services.versions.version_spec_check`` (it needs DSPy).
     """
     if not isinstance(data, dict):
         raise InvalidSpec({"non_field_errors": ["A version spec must be a JSON object."]})

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole check: install, make sure PostgreSQL is reachable, lint and format check, then
-# the full pytest suite (which includes the quick-start smoke run on SQLite).
+# The whole check: install, make sure PostgreSQL is reachable, lint, format check and the
+# import contracts, then the full pytest suite (which includes the quick-start smoke run on
+# SQLite).
 source "$(dirname "$0")/_venv.sh"
 source "$(dirname "$0")/ensure_postgres.sh"
 ensure_venv dev
@@ -12,6 +13,8 @@ echo "==> ruff check"
 .venv/bin/ruff check .
 echo "==> ruff format --check"
 .venv/bin/ruff format --check .
+echo "==> lint-imports (the dependency graph, pyproject.toml [tool.importlinter])"
+.venv/bin/lint-imports
 
 echo "==> pytest"
 set +e

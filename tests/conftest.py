@@ -35,6 +35,19 @@ def subprocess_env(settings) -> dict[str, str]:
 
 
 @pytest.fixture
+def sqlite_env(tmp_path) -> dict[str, str]:
+    """Environment for a child process run the way a new user's first run is: the local
+    settings, the embedded SQLite database under a fresh var directory, no DATABASE_URL."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    return env | {
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DSPY_TOOLKIT_VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_SUPERUSER_PASSWORD": "quick-start-password",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture
 def python() -> str:
     return sys.executable
 

@@ -1,6 +1,6 @@
-"""Settings shared by every environment. Values from the environment come through config.env."""
+"""Settings shared by every environment. Values from the environment come through core.env."""
 
-from config import env
+from core import env
 
 BASE_DIR = env.BASE_DIR
 VAR_DIR = env.var_dir()
@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django_q",
     "django_prometheus",
     "config",
+    "core",
     "registry",
     "providers",
     "executions",
@@ -34,6 +35,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "core.api.middleware.ApiErrorsMiddleware",
+    "core.api.middleware.ApiBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -106,17 +109,22 @@ LOGIN_URL = "admin:login"
 REST_FRAMEWORK = {
     # API keys for clients; browser sessions for staff users (the interactive docs, the admin).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "executions.authentication.APIKeyAuthentication",
-        "executions.authentication.StaffSessionAuthentication",
+        "core.api.authentication.APIKeyAuthentication",
+        "core.api.authentication.StaffSessionAuthentication",
     ],
     # Limits per API key (or per staff user) across every process, kept in the shared cache.
-    "DEFAULT_THROTTLE_CLASSES": ["executions.throttling.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "api_key": env.get("API_KEY_RATE_LIMIT", "600/min"),
         "user": env.get("API_USER_RATE_LIMIT", "1200/min"),
     },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only: bodies of any other media type get a 415 (their size is the middleware's).
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # Every error of every endpoint in one shape (core.api.errors).
+    "EXCEPTION_HANDLER": "core.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "core.api.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -190,8 +198,10 @@ LOGGING = {
     },
 }
 
+# The largest request body any API endpoint accepts (413 above it).
+API_MAX_BODY_BYTES = env.get_int("API_MAX_BODY_BYTES", 256 * 1024)
+
 # Executions (read at call time through django.conf.settings).
-EXECUTIONS_MAX_BODY_BYTES = env.get_int("EXECUTIONS_MAX_BODY_BYTES", 256 * 1024)
 EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S = env.get_float("EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S", 30.0)
 EXECUTIONS_MAX_TIMEOUT_S = env.get_float("EXECUTIONS_MAX_TIMEOUT_S", 300.0)
 EXECUTIONS_BATCH_MAX_ITEMS = env.get_int("EXECUTIONS_BATCH_MAX_ITEMS", 32)
@@ -202,8 +212,9 @@ EXECUTIONS_HEARTBEAT_S = env.get_float("EXECUTIONS_HEARTBEAT_S", 5.0)
 EXECUTIONS_STALE_AFTER_S = env.get_float("EXECUTIONS_STALE_AFTER_S", 60.0)
 EXECUTIONS_MAX_RUN_ATTEMPTS = env.get_int("EXECUTIONS_MAX_RUN_ATTEMPTS", 2)
 EXECUTIONS_REAPER_EVERY_MINUTES = env.get_int("EXECUTIONS_REAPER_EVERY_MINUTES", 1)
-# How many queued executions of one local model a single inference worker runs at once, so
-# that they reach the runtime's batched generation together.
-EXECUTIONS_LOCAL_CONCURRENCY = env.get_int("EXECUTIONS_LOCAL_CONCURRENCY", 8)
+
+# Providers. How many queued calls of one local model a single inference worker runs at once,
+# so that they reach the runtime's batched generation together.
+PROVIDERS_LOCAL_CONCURRENCY = env.get_int("PROVIDERS_LOCAL_CONCURRENCY", 8)
 # Inference workers load the enabled local models when they start, not on the first request.
-EXECUTIONS_WARM_UP_LOCAL_MODELS = env.get_bool("EXECUTIONS_WARM_UP_LOCAL_MODELS", True)
+PROVIDERS_WARM_UP_LOCAL_MODELS = env.get_bool("PROVIDERS_WARM_UP_LOCAL_MODELS", True)

@@ -1,6 +1,6 @@
 """Developer machine and the quick start: debug on, SQLite unless DATABASE_URL says otherwise."""
 
-from config import env
+from core import env
 
 from .base import *  # noqa: F403
 

@@ -1,6 +1,6 @@
 """Production: secrets and hosts only from the environment, with no defaults."""
 
-from config import env
+from core import env
 
 from .base import *  # noqa: F403
 

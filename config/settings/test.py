@@ -1,6 +1,6 @@
 """The test suite: always PostgreSQL (DATABASE_URL, else the local server on 127.0.0.1:5432)."""
 
-from config import env
+from core import env
 
 from .base import *  # noqa: F403
 

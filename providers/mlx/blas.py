@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from config import env
+from core import env
 
 # Debian's `libopenblas0-pthread`, the build measured here (PyPI's `cmeel-openblas` matched it
 # on one thread but fell to a third of its speed on two, and needs the system libgfortran).

@@ -29,8 +29,8 @@ from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.utils import dequantize_model
 
-from config import env
-from providers.hardware import DEQUANTIZED, cpu_optimizations, mlx_backend
+from core import env
+from providers.mlx.hardware import DEQUANTIZED, cpu_optimizations, mlx_backend
 
 # Requests stepped together at most. Eight covers the worker's concurrency; larger batches
 # add latency to every member for little extra throughput on two cores.

@@ -3,19 +3,12 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.servers import free_port
 
 
 def _get(url: str) -> int:
@@ -54,17 +47,6 @@ def _processes_in_session(session_id: int) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def sqlite_env(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    return env | {
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DSPY_TOOLKIT_VAR_DIR": str(tmp_path / "var"),
-        "DJANGO_SUPERUSER_PASSWORD": "quick-start-password",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 def test_quick_start_prepares_serves_and_stops_cleanly(python, repo_root, sqlite_env, tmp_path):
     bootstrap = [python, "manage.py", "bootstrap", "--skip-model"]
     first = subprocess.run(
@@ -80,7 +62,7 @@ def test_quick_start_prepares_serves_and_stops_cleanly(python, repo_root, sqlite
     assert second.returncode == 0, second.stdout + second.stderr
     assert "exists already" in second.stdout
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     serve = subprocess.Popen(
         [python, "manage.py", "serve", "--port", str(port), "--web-workers", "1"],

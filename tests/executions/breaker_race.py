@@ -16,7 +16,7 @@ def main() -> None:
     django.setup()
     from django.db import connection
 
-    from executions.breakers import breaker_acquire_permission
+    from providers.breakers import breaker_acquire_permission
     from providers.models import Provider
 
     name, moment, go_file = sys.argv[1], datetime.fromisoformat(sys.argv[2]), Path(sys.argv[3])

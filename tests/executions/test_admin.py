@@ -2,27 +2,20 @@
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
-from django.test import Client
 from django.urls import reverse
 
-from executions import breakers
-from executions.models import BreakerEvent, CircuitBreaker, Execution, ExecutionAttempt
+from executions.models import Execution, ExecutionAttempt
 from executions.services import execution_create
+from providers import breakers
+from providers.models import BreakerEvent, CircuitBreaker
+from tests.support.factories import CLOSED_PORT_URL, ProviderFactory, StaffUserFactory
 
 
 @pytest.fixture
-def admin_client(db):
-    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    browser = Client()
-    browser.force_login(user)
-    return browser
-
-
-@pytest.fixture
-def records(qa, echo_provider, broken_provider, make_provider, django_capture_on_commit_callbacks):
-    make_provider("front", base_url="http://127.0.0.1:9/v1", fallbacks=(echo_provider,))
+def records(qa_version, echo_provider, broken_provider, django_capture_on_commit_callbacks):
+    ProviderFactory(
+        name="front", kind="openai", base_url=CLOSED_PORT_URL, fallbacks=(echo_provider,)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         execution = execution_create(
             signature="qa", inputs={"question": "q", "level": 1}, provider="front"
@@ -61,11 +54,11 @@ def test_execution_records_are_read_only(admin_client, records):
 @pytest.mark.django_db
 def test_breaker_actions_call_the_services(admin_client, records, broken_provider):
     breaker = CircuitBreaker.objects.get(provider=broken_provider)
-    changelist = reverse("admin:executions_circuitbreaker_changelist")
+    changelist = reverse("admin:providers_circuitbreaker_changelist")
     admin_client.post(changelist, {"action": "reset", "_selected_action": [breaker.pk]})
     breaker.refresh_from_db()
     assert (breaker.state, breaker.forced) == ("closed", False)
-    assert breaker.events.order_by("-at", "-id").first().reason == "reset by root"
+    assert breaker.events.order_by("-at", "-id").first().reason == "reset by admin"
     admin_client.post(changelist, {"action": "force_open", "_selected_action": [breaker.pk]})
     breaker.refresh_from_db()
     assert (breaker.state, breaker.forced) == ("open", True)
@@ -74,7 +67,7 @@ def test_breaker_actions_call_the_services(admin_client, records, broken_provide
 @pytest.mark.django_db
 def test_saving_a_breaker_changes_only_its_configuration(admin_client, records, broken_provider):
     breaker = CircuitBreaker.objects.get(provider=broken_provider)
-    url = reverse("admin:executions_circuitbreaker_change", args=[breaker.pk])
+    url = reverse("admin:providers_circuitbreaker_change", args=[breaker.pk])
     page = admin_client.get(url)
     assert b"forced open by an operator" in page.content
     form = {
@@ -115,7 +108,7 @@ def test_a_breaker_cannot_be_set_to_fewer_trial_calls_than_are_out(admin_client,
         "half_open_permitted_calls": 1,
         "half_open_max_wait_s": 300,
     }
-    url = reverse("admin:executions_circuitbreaker_change", args=[breaker.pk])
+    url = reverse("admin:providers_circuitbreaker_change", args=[breaker.pk])
     response = admin_client.post(url, form)
     assert response.status_code == 200
     assert "3 trial calls are already admitted" in response.content.decode()
@@ -124,7 +117,7 @@ def test_a_breaker_cannot_be_set_to_fewer_trial_calls_than_are_out(admin_client,
 
 
 @pytest.mark.django_db
-def test_cancel_action(admin_client, qa, echo_provider, django_capture_on_commit_callbacks):
+def test_cancel_action(admin_client, qa_version, echo_provider, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         queued = execution_create(signature="qa", inputs={"question": "q", "level": 1}).execution
     changelist = reverse("admin:executions_execution_changelist")
@@ -134,12 +127,9 @@ def test_cancel_action(admin_client, qa, echo_provider, django_capture_on_commit
 
 
 @pytest.mark.django_db
-def test_cancel_action_needs_the_change_permission(records):
-    viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_execution"))
-    browser = Client()
-    browser.force_login(viewer)
-    changelist = browser.get(reverse("admin:executions_execution_changelist"))
+def test_cancel_action_needs_the_change_permission(records, client):
+    client.force_login(StaffUserFactory(username="viewer", perms=("executions.view_execution",)))
+    changelist = client.get(reverse("admin:executions_execution_changelist"))
     assert changelist.status_code == 200
     assert "cancel_queued" not in changelist.content.decode()
 
@@ -171,7 +161,7 @@ def test_execution_list_shows_short_ids(admin_client, records):
 @pytest.mark.django_db
 def test_breaker_page_lists_its_transitions(admin_client, records, broken_provider):
     breaker = CircuitBreaker.objects.get(provider=broken_provider)
-    page = admin_client.get(reverse("admin:executions_circuitbreaker_change", args=[breaker.pk]))
+    page = admin_client.get(reverse("admin:providers_circuitbreaker_change", args=[breaker.pk]))
     content = page.content.decode()
     assert "<th>transition</th>" in content
     assert "Closed &rarr; Open" in content
@@ -185,6 +175,6 @@ def test_attempts_newest_first_and_events_name_the_provider(admin_client, record
     assert [a.started_at for a in listed] == sorted((a.started_at for a in listed), reverse=True)
     assert f">{str(records.pk)[:8]}<" in attempts.content.decode()
     breakers.breaker_reset(provider=broken_provider)
-    events = admin_client.get(reverse("admin:executions_breakerevent_changelist")).content.decode()
+    events = admin_client.get(reverse("admin:providers_breakerevent_changelist")).content.decode()
     # The opening event lists the provider, not the breaker's current ("Closed") name.
     assert "breaker (Closed)" not in events and broken_provider.name in events

@@ -5,8 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from executions import breakers
-from executions.models import CircuitBreaker
+from providers import breakers
+from providers.models import CircuitBreaker
+from tests.support.factories import ProviderFactory
 
 PROCESSES = 8
 PERMITTED = 3
@@ -14,9 +15,9 @@ PERMITTED = 3
 
 @pytest.mark.django_db(transaction=True)
 def test_exactly_the_permitted_trial_calls_are_admitted(
-    make_provider, clock, python, repo_root, subprocess_env, tmp_path
+    clock, python, repo_root, subprocess_env, tmp_path
 ):
-    provider = make_provider("racy")
+    provider = ProviderFactory(name="racy")
     breaker = breakers.breaker_get_or_create(provider=provider)
     CircuitBreaker.objects.filter(pk=breaker.pk).update(
         minimum_calls=1, open_duration_s=30, half_open_permitted_calls=PERMITTED

@@ -4,19 +4,23 @@ movable clock, so the open period passes without sleeping."""
 
 import pytest
 
-from executions.models import CircuitBreaker, Execution
+from executions.models import Execution
 from executions.services import execution_claim, execution_create, execution_process
-from tests.executions.conftest import INPUTS
-from tests.providers.servers import free_port
+from providers.models import CircuitBreaker
+from tests.support.factories import ProviderFactory
+from tests.support.servers import free_port
+from tests.support.specs import QA_LEVEL_INPUTS
 
 
 @pytest.fixture
-def run_execution(qa, clock, django_capture_on_commit_callbacks):
+def run_execution(qa_version, clock, django_capture_on_commit_callbacks):
     """Create an execution on a provider and run it in this process at the clock's time."""
 
     def run(provider_name: str) -> Execution:
         with django_capture_on_commit_callbacks(execute=False):
-            execution = execution_create(signature="qa", inputs=INPUTS, provider=provider_name)
+            execution = execution_create(
+                signature="qa", inputs=QA_LEVEL_INPUTS, provider=provider_name
+            )
         claim = execution_claim(execution_id=execution.execution.id, now=clock)
         execution_process(claim=claim, now=clock)
         return Execution.objects.get(id=claim.execution_id)
@@ -48,11 +52,15 @@ def _transitions(provider) -> list[tuple[str, str]]:
 
 @pytest.mark.django_db
 def test_a_closed_port_trips_the_breaker_until_the_endpoint_comes_back(
-    make_provider, run_execution, clock, openai_server
+    run_execution, clock, start_openai_server
 ):
     port = free_port()
-    provider = make_provider(
-        "unreachable", base_url=f"http://127.0.0.1:{port}/v1", adapter="chat", timeout_s=5
+    provider = ProviderFactory(
+        name="unreachable",
+        kind="openai",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        adapter="chat",
+        timeout_s=5,
     )
     _configure(provider)
 
@@ -74,12 +82,12 @@ def test_a_closed_port_trips_the_breaker_until_the_endpoint_comes_back(
     assert _state(provider) == CircuitBreaker.State.OPEN
 
     # The endpoint comes back on the same port; after the open period one trial call closes it.
-    server = openai_server(failing=False, port=port)
+    server = start_openai_server(port=port)
     clock.advance(1)
     recovered = run_execution("unreachable")
     assert recovered.status == "succeeded"
     assert recovered.outputs == {"answer": "Paris"}
-    assert server.requests == 1
+    assert len(server.requests) == 1
     assert _state(provider) == CircuitBreaker.State.CLOSED
     assert _transitions(provider) == [
         ("closed", "open"),
@@ -90,14 +98,11 @@ def test_a_closed_port_trips_the_breaker_until_the_endpoint_comes_back(
 
 @pytest.mark.django_db
 def test_a_server_answering_500_trips_stays_open_half_opens_and_closes(
-    make_provider, run_execution, clock, openai_server
+    run_execution, clock, openai_server
 ):
-    server = openai_server(failing=True)
-    provider = make_provider(
-        "flaky",
-        base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
-        adapter="chat",
-        timeout_s=5,
+    openai_server.mode = "server_error"
+    provider = ProviderFactory(
+        name="flaky", kind="openai", base_url=openai_server.base_url, adapter="chat", timeout_s=5
     )
     _configure(provider)
 
@@ -108,18 +113,18 @@ def test_a_server_answering_500_trips_stays_open_half_opens_and_closes(
     assert failed.provider_attempts.get().error_type == "LMServerError"
     assert failed.provider_attempts.get().counted_by_breaker is True
     assert _state(provider) == CircuitBreaker.State.OPEN
-    assert server.requests == 3
+    assert len(openai_server.requests) == 3
 
     # Still failing when the trial call comes: open again for another period.
     clock.advance(30)
     run_execution("flaky")
-    assert server.requests == 4
+    assert len(openai_server.requests) == 4
     assert _state(provider) == CircuitBreaker.State.OPEN
     clock.advance(10)
     run_execution("flaky")
-    assert server.requests == 4  # refused while open
+    assert len(openai_server.requests) == 4  # refused while open
 
-    server.failing = False
+    openai_server.mode = "ok"
     clock.advance(20)
     assert run_execution("flaky").status == "succeeded"
     assert _state(provider) == CircuitBreaker.State.CLOSED

@@ -1,7 +1,6 @@
 """Hypothesis drives the database breaker and a plain in-memory model of resilience4j side by
 side, through random calls, outcomes, clock moves and operator actions; they must agree."""
 
-import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -17,11 +16,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from executions import breakers
-from executions.models import CircuitBreaker
-from providers.models import Provider
-
-_names = itertools.count()
+from providers import breakers
+from providers.models import CircuitBreaker
+from tests.support.factories import ProviderFactory
 
 
 @dataclass
@@ -101,9 +98,7 @@ class BreakerMachine(RuleBasedStateMachine):
     ):
         self.elapsed = 0.0
         self.outstanding = 0
-        self.provider = Provider.objects.create(
-            name=f"machine-{next(_names)}", kind=Provider.Kind.OPENAI, model="m"
-        )
+        self.provider = ProviderFactory()
         breaker = breakers.breaker_get_or_create(provider=self.provider)
         config = {
             "sliding_window_size": window_size,

@@ -3,8 +3,9 @@
 import dspy
 import pytest
 
-from executions import breakers
-from executions.models import BreakerEvent, CircuitBreaker
+from providers import breakers
+from providers.models import BreakerEvent, CircuitBreaker
+from tests.support.factories import ProviderFactory
 
 
 def _configure(provider, **fields) -> CircuitBreaker:
@@ -56,16 +57,16 @@ def test_a_parse_failure_counts():
 
 
 @pytest.mark.django_db
-def test_the_breaker_is_created_lazily_and_closed(make_provider):
-    provider = make_provider()
+def test_the_breaker_is_created_lazily_and_closed():
+    provider = ProviderFactory()
     assert not CircuitBreaker.objects.filter(provider=provider).exists()
     assert breakers.breaker_acquire_permission(provider=provider) is True
     assert _state(provider) == CircuitBreaker.State.CLOSED
 
 
 @pytest.mark.django_db
-def test_it_stays_closed_below_the_minimum_number_of_calls(make_provider, clock):
-    provider = make_provider()
+def test_it_stays_closed_below_the_minimum_number_of_calls(clock):
+    provider = ProviderFactory()
     _configure(provider, minimum_calls=5, sliding_window_size=10, failure_rate_threshold=50)
     for _ in range(4):
         assert _call(provider, clock, failed=True)
@@ -75,8 +76,8 @@ def test_it_stays_closed_below_the_minimum_number_of_calls(make_provider, clock)
 
 
 @pytest.mark.django_db
-def test_the_failure_rate_is_computed_over_the_sliding_window(make_provider, clock):
-    provider = make_provider()
+def test_the_failure_rate_is_computed_over_the_sliding_window(clock):
+    provider = ProviderFactory()
     _configure(provider, minimum_calls=4, sliding_window_size=4, failure_rate_threshold=50)
     # f s s s: 25%; then s f s f over the last four would be 50%.
     for failed in (True, False, False, False, False, True, False):
@@ -88,8 +89,8 @@ def test_the_failure_rate_is_computed_over_the_sliding_window(make_provider, clo
 
 
 @pytest.mark.django_db
-def test_trip_stay_open_half_open_and_close(make_provider, clock):
-    provider = make_provider()
+def test_trip_stay_open_half_open_and_close(clock):
+    provider = ProviderFactory()
     _configure(
         provider,
         minimum_calls=2,
@@ -126,8 +127,8 @@ def test_trip_stay_open_half_open_and_close(make_provider, clock):
 
 
 @pytest.mark.django_db
-def test_failed_trial_calls_open_it_again(make_provider, clock):
-    provider = make_provider()
+def test_failed_trial_calls_open_it_again(clock):
+    provider = ProviderFactory()
     _configure(provider, minimum_calls=1, open_duration_s=10, half_open_permitted_calls=2)
     _call(provider, clock, failed=True)
     clock.advance(10)
@@ -140,8 +141,8 @@ def test_failed_trial_calls_open_it_again(make_provider, clock):
 
 
 @pytest.mark.django_db
-def test_slow_calls_open_the_breaker(make_provider, clock):
-    provider = make_provider()
+def test_slow_calls_open_the_breaker(clock):
+    provider = ProviderFactory()
     _configure(
         provider,
         minimum_calls=3,
@@ -158,8 +159,8 @@ def test_slow_calls_open_the_breaker(make_provider, clock):
 
 
 @pytest.mark.django_db
-def test_released_trial_permits_can_be_taken_again(make_provider, clock):
-    provider = make_provider()
+def test_released_trial_permits_can_be_taken_again(clock):
+    provider = ProviderFactory()
     _configure(provider, minimum_calls=1, open_duration_s=0, half_open_permitted_calls=1)
     _call(provider, clock, failed=True)
     assert breakers.breaker_acquire_permission(provider=provider, now=clock) is True
@@ -169,8 +170,8 @@ def test_released_trial_permits_can_be_taken_again(make_provider, clock):
 
 
 @pytest.mark.django_db
-def test_lost_trial_calls_reopen_it_after_the_maximum_wait(make_provider, clock):
-    provider = make_provider()
+def test_lost_trial_calls_reopen_it_after_the_maximum_wait(clock):
+    provider = ProviderFactory()
     _configure(
         provider,
         minimum_calls=1,
@@ -190,8 +191,8 @@ def test_lost_trial_calls_reopen_it_after_the_maximum_wait(make_provider, clock)
 
 
 @pytest.mark.django_db
-def test_forced_open_stays_open_until_reset(make_provider, clock):
-    provider = make_provider()
+def test_forced_open_stays_open_until_reset(clock):
+    provider = ProviderFactory()
     _configure(provider, open_duration_s=1)
     breakers.breaker_force_open(provider=provider, reason="maintenance", now=clock)
     clock.advance(3600)
@@ -208,8 +209,8 @@ def test_forced_open_stays_open_until_reset(make_provider, clock):
 
 
 @pytest.mark.django_db
-def test_outcomes_reported_while_open_are_ignored(make_provider, clock):
-    provider = make_provider()
+def test_outcomes_reported_while_open_are_ignored(clock):
+    provider = ProviderFactory()
     _configure(provider, minimum_calls=1)
     assert breakers.breaker_acquire_permission(provider=provider, now=clock)
     _call(provider, clock, failed=True)

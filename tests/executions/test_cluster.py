@@ -10,7 +10,10 @@ from django_q.models import Success
 from django_q.tasks import async_task
 
 from executions.models import Execution
-from tests.executions.conftest import EXECUTE, INPUTS, SLOW_ENGINE
+from tests.executions.conftest import EXECUTE
+from tests.support.engines import SLOW_ENGINE
+from tests.support.factories import ProviderFactory
+from tests.support.specs import QA_LEVEL_INPUTS
 
 
 def _wait_for(condition, *, timeout: float, what: str):
@@ -30,19 +33,21 @@ def _finished(execution_id) -> Execution | None:
 
 @pytest.mark.qcluster
 @pytest.mark.django_db(transaction=True)
-def test_the_api_runs_executions_on_a_real_cluster(qa, echo_provider, client, start_cluster):
+def test_the_api_runs_executions_on_a_real_cluster(
+    qa_version, echo_provider, api_client, start_cluster
+):
     start_cluster()
-    response = client.post(
+    response = api_client.post(
         EXECUTE,
-        {"signature": "qa", "inputs": INPUTS, "provider": "echo", "timeout_s": 120},
+        {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "echo", "timeout_s": 120},
         format="json",
     )
     assert response.status_code == 200, response.content
     assert response.json()["outputs"] == {"answer": "Paris"}
 
-    accepted = client.post(
+    accepted = api_client.post(
         EXECUTE,
-        {"signature": "qa", "inputs": INPUTS, "provider": "echo", "mode": "async"},
+        {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "echo", "mode": "async"},
         format="json",
     )
     assert accepted.status_code == 202
@@ -51,17 +56,17 @@ def test_the_api_runs_executions_on_a_real_cluster(qa, echo_provider, client, st
     )
     assert execution.status == "succeeded"
     assert execution.task_id
-    assert client.get(accepted["Location"]).json()["status"] == "succeeded"
+    assert api_client.get(accepted["Location"]).json()["status"] == "succeeded"
 
 
 @pytest.mark.qcluster
 @pytest.mark.django_db(transaction=True)
 def test_a_task_delivered_twice_runs_once_on_a_real_cluster(
-    qa, echo_provider, client, start_cluster
+    qa_version, echo_provider, api_client, start_cluster
 ):
-    created = client.post(
+    created = api_client.post(
         EXECUTE,
-        {"signature": "qa", "inputs": INPUTS, "provider": "echo", "mode": "async"},
+        {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "echo", "mode": "async"},
         format="json",
     ).json()
     # The broker delivers the same task a second time (as after a retry timeout).
@@ -79,17 +84,15 @@ def test_a_task_delivered_twice_runs_once_on_a_real_cluster(
 @pytest.mark.qcluster
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_task_is_recovered_by_the_scheduled_reaper(
-    qa, make_provider, client, start_cluster, tmp_path
+    qa_version, api_client, start_cluster, tmp_path
 ):
     release = tmp_path / "release"
-    make_provider(
-        "slow", kind="custom", engine_path=SLOW_ENGINE, model=str(release), adapter="compact"
-    )
+    ProviderFactory(name="slow", engine_path=SLOW_ENGINE, model=str(release))
     call_command("executions_install_schedules", stdout=open(os.devnull, "w"))  # noqa: SIM115
     start_cluster(EXECUTIONS_HEARTBEAT_S="0.2", EXECUTIONS_STALE_AFTER_S="2")
-    created = client.post(
+    created = api_client.post(
         EXECUTE,
-        {"signature": "qa", "inputs": INPUTS, "provider": "slow", "mode": "async"},
+        {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "slow", "mode": "async"},
         format="json",
     ).json()
 
@@ -120,17 +123,16 @@ def test_a_worker_killed_mid_task_is_recovered_by_the_scheduled_reaper(
 @pytest.mark.qcluster
 @pytest.mark.django_db(transaction=True)
 def test_one_inference_worker_runs_queued_local_executions_together(
-    qa,
-    make_provider,
-    client,
+    qa_version,
+    api_client,
     start_cluster,
     tiny_model_dir,
 ):
-    make_provider("tiny", kind="mlx", model=str(tiny_model_dir), max_tokens=4)
+    ProviderFactory(name="tiny", kind="mlx", model=str(tiny_model_dir), max_tokens=4)
     ids = [
-        client.post(
+        api_client.post(
             EXECUTE,
-            {"signature": "qa", "inputs": INPUTS, "provider": "tiny", "mode": "async"},
+            {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "tiny", "mode": "async"},
             format="json",
         ).json()["id"]
         for _ in range(4)

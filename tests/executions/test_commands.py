@@ -8,7 +8,8 @@ from django_q.models import Schedule
 from rest_framework.test import APIClient
 from rest_framework_api_key.models import APIKey
 
-from executions.models import CircuitBreaker
+from providers.models import CircuitBreaker
+from tests.support.factories import ProviderFactory
 
 
 def _call(*args) -> str:
@@ -52,25 +53,25 @@ def test_install_schedules_is_idempotent(settings):
 
 
 @pytest.mark.django_db
-def test_breaker_command_shows_forces_open_and_resets(make_provider):
-    provider = make_provider("remote")
-    assert "remote: closed" in _call("executions_breaker", "remote")
+def test_breaker_command_shows_forces_open_and_resets():
+    provider = ProviderFactory(name="remote", kind="openai")
+    assert "remote: closed" in _call("providers_breaker", "remote")
     assert "remote: open (forced)" in _call(
-        "executions_breaker", "remote", "--force-open", "--reason", "maintenance"
+        "providers_breaker", "remote", "--force-open", "--reason", "maintenance"
     )
     breaker = CircuitBreaker.objects.get(provider=provider)
     assert (breaker.state, breaker.forced) == ("open", True)
-    output = _call("executions_breaker", "remote", "--reset")
+    output = _call("providers_breaker", "remote", "--reset")
     assert "remote: closed" in output
     assert "closed -> open: maintenance" in output
     assert "open -> closed: reset from the command line" in output
-    assert "remote: closed" in _call("executions_breaker", "remote", "--show")
+    assert "remote: closed" in _call("providers_breaker", "remote", "--show")
 
 
 @pytest.mark.django_db
-def test_breaker_command_refuses_unknown_providers_and_two_actions(make_provider):
-    make_provider("remote")
+def test_breaker_command_refuses_unknown_providers_and_two_actions():
+    ProviderFactory(name="remote", kind="openai")
     with pytest.raises(CommandError, match="No provider named 'nope'"):
-        call_command("executions_breaker", "nope")
+        call_command("providers_breaker", "nope")
     with pytest.raises(CommandError):
-        call_command("executions_breaker", "remote", "--reset", "--force-open")
+        call_command("providers_breaker", "remote", "--reset", "--force-open")

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from executions.models import Execution
 from executions.services import execution_create
 from providers.selectors import DEFAULT_PROVIDER_NAME, provider_get
-from registry.services import signature_create, signature_version_create
+from tests.support.factories import CLOSED_PORT_URL, ProviderFactory, SignatureVersionFactory
 
 SIMPLE_QA = {
     "instructions": "Answer the question with a short factual answer.",
@@ -21,13 +21,14 @@ SIMPLE_QA = {
 @pytest.mark.slow_model
 @pytest.mark.django_db
 def test_a_failing_provider_falls_back_to_the_default_local_model(
-    make_provider, django_capture_on_commit_callbacks
+    django_capture_on_commit_callbacks,
 ):
     call_command("providers_install_default_model", stdout=StringIO())
     local = provider_get(name=DEFAULT_PROVIDER_NAME)
-    make_provider("remote", base_url="http://127.0.0.1:9/v1", adapter="chat", fallbacks=(local,))
-    signature = signature_create(name="capitals")
-    signature_version_create(signature=signature, spec=SIMPLE_QA)
+    ProviderFactory(
+        name="remote", kind="openai", base_url=CLOSED_PORT_URL, adapter="chat", fallbacks=(local,)
+    )
+    SignatureVersionFactory(signature__name="capitals", spec=SIMPLE_QA)
 
     with django_capture_on_commit_callbacks(execute=True):
         created = execution_create(

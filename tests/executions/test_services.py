@@ -3,11 +3,9 @@
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework_api_key.models import APIKey
 
-from executions import breakers
 from executions.exceptions import ExecutionNotCancellable, IdempotencyKeyReused, InvalidConfig
-from executions.models import CircuitBreaker, Execution, ExecutionAttempt
+from executions.models import Execution, ExecutionAttempt
 from executions.services import (
     execution_cancel,
     execution_claim,
@@ -18,19 +16,22 @@ from executions.services import (
     execution_reap_stale,
 )
 from executions.tasks import execution_run
+from providers import breakers
 from providers.exceptions import ProviderDisabled, ProviderNotFound
+from providers.models import CircuitBreaker
 from registry.exceptions import AliasNotFound, InputValidationError, SignatureNotFound
-from tests.executions.conftest import INPUTS
+from tests.support.factories import CLOSED_PORT_URL, APIKeyFactory, ProviderFactory
+from tests.support.specs import QA_LEVEL_INPUTS
 
 
 def _create(**overrides):
-    arguments = {"signature": "qa", "inputs": INPUTS, "provider": "echo"} | overrides
+    arguments = {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "echo"} | overrides
     return execution_create(**arguments)
 
 
 @pytest.mark.django_db
 def test_an_execution_is_enqueued_only_once_its_row_is_committed(
-    qa, echo_provider, django_capture_on_commit_callbacks
+    qa_version, echo_provider, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         result = _create(config={"temperature": 0.5})
@@ -38,7 +39,7 @@ def test_an_execution_is_enqueued_only_once_its_row_is_committed(
     execution = Execution.objects.get()
     assert (execution.status, execution.signature_version, execution.requested_provider) == (
         "queued",
-        qa,
+        qa_version,
         echo_provider,
     )
     assert execution.config == {"temperature": 0.5}
@@ -57,7 +58,7 @@ def test_an_execution_is_enqueued_only_once_its_row_is_committed(
     ],
 )
 def test_a_rejected_request_writes_and_enqueues_nothing(
-    qa, echo_provider, django_capture_on_commit_callbacks, overrides, error
+    qa_version, echo_provider, django_capture_on_commit_callbacks, overrides, error
 ):
     with django_capture_on_commit_callbacks() as callbacks, pytest.raises(error):
         _create(**overrides)
@@ -66,7 +67,7 @@ def test_a_rejected_request_writes_and_enqueues_nothing(
 
 
 @pytest.mark.django_db
-def test_a_disabled_provider_is_refused(qa, echo_provider):
+def test_a_disabled_provider_is_refused(qa_version, echo_provider):
     echo_provider.enabled = False
     echo_provider.save()
     with pytest.raises(ProviderDisabled):
@@ -94,21 +95,24 @@ def test_config_errors(config, field, code):
 
 
 @pytest.mark.django_db
-def test_the_same_idempotency_key_and_body_return_the_same_execution(qa, echo_provider, api_key):
-    first = _create(api_key=api_key[0], idempotency_key="k-1")
-    again = _create(api_key=api_key[0], idempotency_key="k-1")
+def test_the_same_idempotency_key_and_body_return_the_same_execution(
+    qa_version, echo_provider, api_key
+):
+    first = _create(api_key=api_key, idempotency_key="k-1")
+    again = _create(api_key=api_key, idempotency_key="k-1")
     assert (first.created, again.created) == (True, False)
     assert again.execution.id == first.execution.id
     assert Execution.objects.count() == 1
     with pytest.raises(IdempotencyKeyReused):
-        _create(api_key=api_key[0], idempotency_key="k-1", inputs={**INPUTS, "level": 2})
+        _create(api_key=api_key, idempotency_key="k-1", inputs={**QA_LEVEL_INPUTS, "level": 2})
     # Keys are scoped to their client: another key may reuse the name.
-    other, _ = APIKey.objects.create_key(name="other")
-    assert _create(api_key=other, idempotency_key="k-1").created
+    assert _create(api_key=APIKeyFactory(name="other"), idempotency_key="k-1").created
 
 
 @pytest.mark.django_db
-def test_a_task_delivered_twice_runs_once(qa, echo_provider, django_capture_on_commit_callbacks):
+def test_a_task_delivered_twice_runs_once(
+    qa_version, echo_provider, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False):
         execution = _create().execution
     execution_run(str(execution.id))
@@ -121,7 +125,7 @@ def test_a_task_delivered_twice_runs_once(qa, echo_provider, django_capture_on_c
 
 @pytest.mark.django_db
 def test_a_successful_run_stores_outputs_and_metrics(
-    qa, echo_provider, django_capture_on_commit_callbacks
+    qa_version, echo_provider, django_capture_on_commit_callbacks
 ):
     # The test settings run django-q2 tasks inline, here when the row is committed.
     with django_capture_on_commit_callbacks(execute=True):
@@ -138,10 +142,13 @@ def test_a_successful_run_stores_outputs_and_metrics(
 
 @pytest.mark.django_db
 def test_fallback_after_counted_failures_records_every_attempt(
-    qa, make_provider, echo_provider, broken_provider, django_capture_on_commit_callbacks
+    qa_version, echo_provider, broken_provider, django_capture_on_commit_callbacks
 ):
-    make_provider(
-        "front", base_url="http://127.0.0.1:9/v1", fallbacks=(broken_provider, echo_provider)
+    ProviderFactory(
+        name="front",
+        kind="openai",
+        base_url=CLOSED_PORT_URL,
+        fallbacks=(broken_provider, echo_provider),
     )
     with django_capture_on_commit_callbacks(execute=True):
         execution = _create(provider="front").execution
@@ -160,9 +167,11 @@ def test_fallback_after_counted_failures_records_every_attempt(
 
 @pytest.mark.django_db
 def test_an_exhausted_chain_fails_with_an_aggregated_error(
-    qa, make_provider, broken_provider, django_capture_on_commit_callbacks
+    qa_version, broken_provider, django_capture_on_commit_callbacks
 ):
-    make_provider("front", base_url="http://127.0.0.1:9/v1", fallbacks=(broken_provider,))
+    ProviderFactory(
+        name="front", kind="openai", base_url=CLOSED_PORT_URL, fallbacks=(broken_provider,)
+    )
     breakers.breaker_force_open(provider=broken_provider)
     with django_capture_on_commit_callbacks(execute=True):
         execution = _create(provider="front").execution
@@ -180,15 +189,18 @@ def test_an_exhausted_chain_fails_with_an_aggregated_error(
 
 @pytest.mark.django_db
 def test_an_uncounted_failure_fails_at_once_without_fallback(
-    qa, make_provider, echo_provider, django_capture_on_commit_callbacks, monkeypatch
+    qa_version, echo_provider, django_capture_on_commit_callbacks, monkeypatch
 ):
-    monkeypatch.delenv("EXECUTIONS_TEST_MISSING_KEY", raising=False)
-    make_provider(
-        "needs-key",
-        base_url="http://127.0.0.1:9/v1",
+    # The provider is valid when it is configured; its key variable goes away afterwards.
+    monkeypatch.setenv("EXECUTIONS_TEST_MISSING_KEY", "a-key")
+    ProviderFactory(
+        name="needs-key",
+        kind="openai",
+        base_url=CLOSED_PORT_URL,
         api_key_env="EXECUTIONS_TEST_MISSING_KEY",
         fallbacks=(echo_provider,),
     )
+    monkeypatch.delenv("EXECUTIONS_TEST_MISSING_KEY")
     with django_capture_on_commit_callbacks(execute=True):
         execution = _create(provider="needs-key").execution
     execution.refresh_from_db()
@@ -203,7 +215,9 @@ def test_an_uncounted_failure_fails_at_once_without_fallback(
 
 
 @pytest.mark.django_db
-def test_cancel_only_queued_executions(qa, echo_provider, django_capture_on_commit_callbacks):
+def test_cancel_only_queued_executions(
+    qa_version, echo_provider, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False):
         execution = _create().execution
     execution_cancel(execution=execution)
@@ -215,7 +229,7 @@ def test_cancel_only_queued_executions(qa, echo_provider, django_capture_on_comm
 
 @pytest.mark.django_db
 def test_companions_of_the_same_provider_are_claimed_together(
-    qa, echo_provider, broken_provider, django_capture_on_commit_callbacks
+    qa_version, echo_provider, broken_provider, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False):
         executions = [_create().execution for _ in range(4)]
@@ -228,7 +242,7 @@ def test_companions_of_the_same_provider_are_claimed_together(
 
 @pytest.mark.django_db
 def test_a_late_worker_cannot_overwrite_a_reaped_execution(
-    qa, echo_provider, clock, settings, django_capture_on_commit_callbacks
+    qa_version, echo_provider, clock, settings, django_capture_on_commit_callbacks
 ):
     settings.EXECUTIONS_STALE_AFTER_S = 60
     with django_capture_on_commit_callbacks(execute=False):
@@ -247,7 +261,7 @@ def test_a_late_worker_cannot_overwrite_a_reaped_execution(
 
 @pytest.mark.django_db
 def test_the_reaper_requeues_then_gives_up(
-    qa, echo_provider, clock, settings, django_capture_on_commit_callbacks
+    qa_version, echo_provider, clock, settings, django_capture_on_commit_callbacks
 ):
     settings.EXECUTIONS_STALE_AFTER_S = 60
     settings.EXECUTIONS_MAX_RUN_ATTEMPTS = 2
@@ -273,24 +287,24 @@ def test_the_reaper_requeues_then_gives_up(
 
 
 @pytest.mark.django_db
-def test_listing_executions_is_a_bounded_number_of_queries(qa, echo_provider, client):
+def test_listing_executions_is_a_bounded_number_of_queries(qa_version, echo_provider, api_client):
     for _ in range(3):
         _create()
-    client.get("/api/v1/executions")
+    api_client.get("/api/v1/executions")
     with CaptureQueriesContext(connection) as queries:
-        response = client.get("/api/v1/executions")
+        response = api_client.get("/api/v1/executions")
     assert response.status_code == 200
     count = len(queries)
     for _ in range(5):
         _create()
     with CaptureQueriesContext(connection) as queries:
-        client.get("/api/v1/executions")
+        api_client.get("/api/v1/executions")
     assert len(queries) == count
 
 
 @pytest.mark.django_db
 def test_a_queued_execution_that_never_got_a_task_is_enqueued_again(
-    qa, echo_provider, clock, settings, django_capture_on_commit_callbacks
+    qa_version, echo_provider, clock, settings, django_capture_on_commit_callbacks
 ):
     settings.EXECUTIONS_STALE_AFTER_S = 60
     with django_capture_on_commit_callbacks(execute=False):
@@ -307,7 +321,7 @@ def test_a_queued_execution_that_never_got_a_task_is_enqueued_again(
 
 @pytest.mark.django_db
 def test_a_broker_outage_does_not_fail_the_request(
-    qa, echo_provider, django_capture_on_commit_callbacks, monkeypatch
+    qa_version, echo_provider, django_capture_on_commit_callbacks, monkeypatch
 ):
     def unreachable(*args, **kwargs):
         raise ConnectionError("broker unreachable")

@@ -6,7 +6,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from providers.adapters import CompactAdapter
 from providers.engines import EngineConfig
-from tests.providers.engines import ScriptedEngine
+from tests.support.engines import ScriptedEngine
 
 
 class Review(dspy.Signature):

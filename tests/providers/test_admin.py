@@ -2,7 +2,8 @@ import pytest
 
 from providers import services
 from providers.models import Provider, ProviderFallback
-from tests.providers.factories import SCRIPTED_ENGINE, ProviderFactory
+from tests.support.engines import SCRIPTED_ENGINE
+from tests.support.factories import ProviderFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -1,10 +1,10 @@
 import pytest
-from django.contrib.auth.models import User
 from drf_spectacular.generators import SchemaGenerator
-from rest_framework_api_key.models import APIKey
 
 from providers.models import Provider, ProviderFallback
-from tests.providers.factories import SCRIPTED_ENGINE, ProviderFactory
+from tests.support.engines import SCRIPTED_ENGINE
+from tests.support.errors import api_error, error_messages
+from tests.support.factories import ProviderFactory, SignatureVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,16 +24,12 @@ def test_reading_needs_authentication(client):
     assert client.get("/api/v1/providers/").status_code in (401, 403)
 
 
-def test_api_key_clients_can_read_but_not_write(client):
+def test_api_key_clients_can_read_but_not_write(api_client):
     ProviderFactory(name="one")
-    _, key = APIKey.objects.create_key(name="client")
-    headers = {"HTTP_AUTHORIZATION": f"Api-Key {key}"}
-    response = client.get("/api/v1/providers/", **headers)
+    response = api_client.get("/api/v1/providers/")
     assert response.status_code == 200
     assert [item["name"] for item in response.json()["results"]] == ["one"]
-    response = client.post(
-        "/api/v1/providers/", custom_payload(), content_type="application/json", **headers
-    )
+    response = api_client.post("/api/v1/providers/", custom_payload(), format="json")
     assert response.status_code == 403
     assert not Provider.objects.filter(name="new").exists()
 
@@ -125,8 +121,8 @@ def test_the_api_key_itself_never_appears(operator_client, monkeypatch):
 )
 def test_validation_errors_are_field_level_400s(operator_client, payload, field, message):
     response = operator_client.post("/api/v1/providers/", payload, content_type="application/json")
-    assert response.status_code == 400
-    assert message in " ".join(response.json()[field])
+    api_error(response, 400)
+    assert message in " ".join(error_messages(response, field))
     assert not Provider.objects.filter(name=payload["name"]).exists()
 
 
@@ -136,8 +132,8 @@ def test_self_fallback_and_cycles_are_400s(operator_client):
     response = operator_client.patch(
         "/api/v1/providers/a/", {"fallbacks": ["a"]}, content_type="application/json"
     )
-    assert response.status_code == 400
-    assert response.json()["fallbacks"] == ["'a' cannot fall back to itself."]
+    api_error(response, 400)
+    assert error_messages(response, "fallbacks") == ["'a' cannot fall back to itself."]
     assert (
         operator_client.patch(
             "/api/v1/providers/a/", {"fallbacks": ["b"]}, content_type="application/json"
@@ -149,8 +145,10 @@ def test_self_fallback_and_cycles_are_400s(operator_client):
         {"fallbacks": ["a"], "max_tokens": 7},
         content_type="application/json",
     )
-    assert response.status_code == 400
-    assert response.json()["fallbacks"] == ["Falling back to 'a' makes a cycle: b -> a -> b."]
+    api_error(response, 400)
+    assert error_messages(response, "fallbacks") == [
+        "Falling back to 'a' makes a cycle: b -> a -> b."
+    ]
     assert Provider.objects.get(name="b").max_tokens == 32
 
 
@@ -187,28 +185,19 @@ def test_schema_documents_the_provider_routes_without_warnings(capsys):
     assert "api_key'" not in provider_schema
 
 
-def test_superuser_can_write(client):
-    client.force_login(User.objects.create_superuser("root", "r@example.com", "x"))
-    response = client.post("/api/v1/providers/", custom_payload(), content_type="application/json")
+def test_superuser_can_write(admin_client):
+    response = admin_client.post(
+        "/api/v1/providers/", custom_payload(), content_type="application/json"
+    )
     assert response.status_code == 201
 
 
 def test_a_provider_with_recorded_executions_cannot_be_deleted(operator_client):
-    from executions.models import Execution
-    from registry.services import signature_create, signature_version_create
+    from executions.services import execution_create
 
-    provider = ProviderFactory(name="busy")
-    signature = signature_create(name="qa", description="Questions.")
-    created = signature_version_create(
-        signature=signature,
-        spec={
-            "instructions": "Answer.",
-            "input_fields": [{"name": "question", "type": "str", "description": "Q."}],
-            "output_fields": [{"name": "answer", "type": "str", "description": "A."}],
-            "module_kind": "Predict",
-        },
-    )
-    Execution.objects.create(signature_version=created.version, requested_provider=provider)
+    ProviderFactory(name="busy")
+    SignatureVersionFactory(signature__name="qa")
+    execution_create(signature="qa", inputs={"question": "q"}, provider="busy")
     response = operator_client.delete("/api/v1/providers/busy/")
     assert response.status_code == 409
     assert response.json()["code"] == "provider_in_use"
@@ -218,7 +207,7 @@ def test_a_provider_with_recorded_executions_cannot_be_deleted(operator_client):
 def test_list_filters_by_kind_and_enabled(operator_client):
     ProviderFactory(name="on")
     ProviderFactory(name="off", enabled=False)
-    ProviderFactory(name="remote", kind="openai", base_url="http://h/v1", engine_path="")
+    ProviderFactory(name="remote", kind="openai", base_url="http://h/v1")
 
     def names(query: str) -> list[str]:
         response = operator_client.get(f"/api/v1/providers/?{query}")

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 from django.core import checks
 from django.core.management import call_command
@@ -5,7 +7,7 @@ from django.db import connection
 
 from providers.checks import check_providers
 from providers.models import Provider
-from tests.providers.factories import ProviderFactory
+from tests.support.factories import ProviderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -14,16 +16,36 @@ def ids() -> list[str]:
     return [message.id for message in check_providers(databases=["default"])]
 
 
+def local_provider_whose_model_went_away(tmp_path, **fields) -> Provider:
+    """An `mlx` provider, valid when it was created, whose model directory was deleted since."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    provider = ProviderFactory(kind="mlx", model=str(model_dir), **fields)
+    shutil.rmtree(model_dir)
+    return provider
+
+
+def stored_past_the_service(**fields) -> Provider:
+    """A row the service refuses, written straight to the table, past `full_clean`. The checks
+    exist for such rows (written before a rule existed, by a data migration or by raw SQL, or
+    naming an engine module removed since), which neither the service nor `ProviderFactory`
+    (which creates through the service) can make."""
+    provider = ProviderFactory.build(**fields)
+    provider.save()
+    return provider
+
+
 def test_no_provider_is_not_an_error():
     assert check_providers(databases=["default"]) == []
     call_command("check")
 
 
 def test_openai_key_variable_unset(monkeypatch):
-    monkeypatch.delenv("CHECKS_TEST_KEY", raising=False)
-    ProviderFactory(
-        kind="openai", base_url="http://h/v1", api_key_env="CHECKS_TEST_KEY", engine_path=""
-    )
+    # The variable was set when the provider was configured and is gone from this process now.
+    monkeypatch.setenv("CHECKS_TEST_KEY", "secret-value")
+    ProviderFactory(kind="openai", base_url="http://h/v1", api_key_env="CHECKS_TEST_KEY")
+    monkeypatch.delenv("CHECKS_TEST_KEY")
     [message] = check_providers(databases=["default"])
     assert message.id == "providers.W001"
     assert message.level == checks.WARNING
@@ -33,27 +55,27 @@ def test_openai_key_variable_unset(monkeypatch):
 
 
 def test_mlx_directory_missing(tmp_path):
-    ProviderFactory(kind="mlx", model=str(tmp_path / "gone"), engine_path="")
+    local_provider_whose_model_went_away(tmp_path)
     assert ids() == ["providers.W002"]
 
 
 def test_openai_without_base_url():
-    ProviderFactory(kind="openai", base_url="", engine_path="")
+    stored_past_the_service(kind="openai", base_url="")
     assert ids() == ["providers.W003"]
 
 
 def test_custom_engine_not_importable():
-    ProviderFactory(engine_path="gone.module.Engine")
+    stored_past_the_service(engine_path="gone.module.Engine")
     assert ids() == ["providers.W004"]
 
 
 def test_disabled_providers_are_not_checked(tmp_path):
-    ProviderFactory(kind="mlx", model=str(tmp_path / "gone"), engine_path="", enabled=False)
+    local_provider_whose_model_went_away(tmp_path, enabled=False)
     assert ids() == []
 
 
 def test_valid_providers_pass(tiny_model_dir):
-    ProviderFactory(kind="mlx", model=str(tiny_model_dir), engine_path="")
+    ProviderFactory(kind="mlx", model=str(tiny_model_dir))
     ProviderFactory()
     assert ids() == []
 
@@ -67,7 +89,7 @@ def test_missing_table_is_skipped():
 
 
 def test_runs_only_when_a_database_is_named(tmp_path, capsys):
-    ProviderFactory(kind="mlx", model=str(tmp_path / "gone"), engine_path="")
+    local_provider_whose_model_went_away(tmp_path)
     assert check_providers() == []
     call_command("check", "--database", "default")
     assert "providers.W002" in capsys.readouterr().err

@@ -6,7 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from providers import services
-from tests.providers.factories import ProviderFactory
+from tests.support.engines import BROKEN_ENGINE
+from tests.support.factories import ProviderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +51,7 @@ def test_check_reports_an_unknown_provider():
 
 
 def test_check_reports_a_failing_provider():
-    ProviderFactory(name="down", engine_path="tests.providers.engines.FailingEngine")
+    ProviderFactory(name="down", engine_path=BROKEN_ENGINE)
     with pytest.raises(CommandError, match=r"LMServerError: .*the backend is down"):
         run("providers_check", "down")
 

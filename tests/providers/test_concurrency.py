@@ -9,7 +9,7 @@ from django.db import connection, connections, transaction
 
 from providers import services
 from providers.models import ProviderFallback
-from tests.providers.factories import ProviderFactory
+from tests.support.factories import ProviderFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,8 +6,9 @@ import pytest
 from django.core.management import call_command
 
 from providers.adapters import CompactAdapter
+from providers.calls import provider_execute
+from providers.lms import provider_adapter
 from providers.selectors import provider_get_default
-from providers.services import provider_adapter, provider_execute
 from registry.library import SIGNATURES
 from registry.programs import program_build
 

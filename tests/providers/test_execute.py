@@ -4,10 +4,10 @@ import dspy
 import pytest
 from dspy.utils.exceptions import AdapterParseError
 
-from providers import services
+from providers import calls, lms, services
 from providers.adapters import CompactAdapter
-from tests.providers.engines import ScriptedEngine
-from tests.providers.factories import ProviderFactory
+from tests.support.engines import BROKEN_ENGINE, ScriptedEngine
+from tests.support.factories import ProviderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +16,7 @@ QA = "question -> answer"
 
 def test_execute_returns_outputs_and_usage():
     provider = ProviderFactory()
-    result = services.provider_execute(
+    result = calls.provider_execute(
         provider=provider, program=dspy.Predict(QA), inputs={"question": "Capital of France?"}
     )
     assert result.outputs == {"answer": "Paris"}
@@ -28,8 +28,8 @@ def test_execute_returns_outputs_and_usage():
 
 def test_provider_defaults_and_call_overrides_reach_the_engine():
     provider = ProviderFactory(temperature=0.3, top_p=0.9, max_tokens=100)
-    services.provider_execute(provider=provider, program=dspy.Predict(QA), inputs={"question": "q"})
-    services.provider_execute(
+    calls.provider_execute(provider=provider, program=dspy.Predict(QA), inputs={"question": "q"})
+    calls.provider_execute(
         provider=provider,
         program=dspy.Predict(QA),
         inputs={"question": "q"},
@@ -43,7 +43,7 @@ def test_provider_defaults_and_call_overrides_reach_the_engine():
 
 def test_unknown_call_settings_are_refused():
     with pytest.raises(ValueError, match="Unknown generation settings"):
-        services.provider_execute(
+        calls.provider_execute(
             provider=ProviderFactory(),
             program=dspy.Predict(QA),
             inputs={"question": "q"},
@@ -52,9 +52,9 @@ def test_unknown_call_settings_are_refused():
 
 
 def test_lm_errors_propagate_unchanged():
-    provider = ProviderFactory(engine_path="tests.providers.engines.FailingEngine")
+    provider = ProviderFactory(engine_path=BROKEN_ENGINE)
     with pytest.raises(dspy.LMServerError, match="the backend is down"):
-        services.provider_execute(
+        calls.provider_execute(
             provider=provider, program=dspy.Predict(QA), inputs={"question": "q"}
         )
 
@@ -62,7 +62,7 @@ def test_lm_errors_propagate_unchanged():
 def test_parse_errors_propagate_unchanged():
     provider = ProviderFactory(adapter="compact")
     with pytest.raises(AdapterParseError):
-        services.provider_execute(
+        calls.provider_execute(
             provider=provider,
             program=dspy.Predict("question -> answer: int"),
             inputs={"question": "q"},
@@ -71,41 +71,41 @@ def test_parse_errors_propagate_unchanged():
 
 def test_the_lm_is_cached_until_the_provider_changes():
     provider = ProviderFactory()
-    lm = services.provider_build_lm(provider=provider)
-    assert services.provider_build_lm(provider=provider) is lm
+    lm = lms.provider_build_lm(provider=provider)
+    assert lms.provider_build_lm(provider=provider) is lm
     services.provider_update(provider=provider, data={"max_tokens": 77})
-    rebuilt = services.provider_build_lm(provider=provider)
+    rebuilt = lms.provider_build_lm(provider=provider)
     assert rebuilt is not lm
     assert rebuilt.kwargs["max_tokens"] == 77
 
 
 def test_the_lm_never_retries_nor_caches():
-    lm = services.provider_build_lm(provider=ProviderFactory())
+    lm = lms.provider_build_lm(provider=ProviderFactory())
     assert lm.num_retries == 0
     assert lm.cache is False
 
 
 def test_adapter_choice(tiny_model_dir, tmp_path):
     auto_remote = ProviderFactory(adapter="auto")
-    assert type(services.provider_adapter(provider=auto_remote)) is dspy.ChatAdapter
+    assert type(lms.provider_adapter(provider=auto_remote)) is dspy.ChatAdapter
     assert isinstance(
-        services.provider_adapter(provider=ProviderFactory(adapter="compact")), CompactAdapter
+        lms.provider_adapter(provider=ProviderFactory(adapter="compact")), CompactAdapter
     )
-    assert type(services.provider_adapter(provider=ProviderFactory(adapter="json"))) is (
+    assert type(lms.provider_adapter(provider=ProviderFactory(adapter="json"))) is (
         dspy.JSONAdapter
     )
-    small = ProviderFactory(kind="mlx", model=str(tiny_model_dir), engine_path="", adapter="auto")
-    assert isinstance(services.provider_adapter(provider=small), CompactAdapter)
-    forced = ProviderFactory(kind="mlx", model=str(tiny_model_dir), engine_path="", adapter="chat")
-    assert type(services.provider_adapter(provider=forced)) is dspy.ChatAdapter
+    small = ProviderFactory(kind="mlx", model=str(tiny_model_dir), adapter="auto")
+    assert isinstance(lms.provider_adapter(provider=small), CompactAdapter)
+    forced = ProviderFactory(kind="mlx", model=str(tiny_model_dir), adapter="chat")
+    assert type(lms.provider_adapter(provider=forced)) is dspy.ChatAdapter
 
 
 def test_auto_adapter_uses_chat_for_large_local_models(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"0")
-    monkeypatch.setattr(services, "COMPACT_ADAPTER_MAX_WEIGHTS_BYTES", 1)
-    large = ProviderFactory(kind="mlx", model=str(tmp_path), engine_path="", adapter="auto")
-    assert type(services.provider_adapter(provider=large)) is dspy.ChatAdapter
+    monkeypatch.setattr(lms, "COMPACT_ADAPTER_MAX_WEIGHTS_BYTES", 1)
+    large = ProviderFactory(kind="mlx", model=str(tmp_path), adapter="auto")
+    assert type(lms.provider_adapter(provider=large)) is dspy.ChatAdapter
 
 
 def test_concurrent_calls_from_threads(transactional_db):
@@ -115,7 +115,7 @@ def test_concurrent_calls_from_threads(transactional_db):
     def call(index: int) -> None:
         try:
             results.append(
-                services.provider_execute(
+                calls.provider_execute(
                     provider=provider,
                     program=dspy.Predict(QA),
                     inputs={"question": f"question {index}"},
@@ -142,7 +142,7 @@ def test_execute_on_a_local_mlx_provider(tiny_model_dir):
         name="tiny", kind="mlx", model=str(tiny_model_dir), adapter="compact", max_tokens=8
     )
     try:
-        result = services.provider_execute(
+        result = calls.provider_execute(
             provider=provider, program=dspy.Predict(QA), inputs={"question": "What is 2 + 2?"}
         )
     except AdapterParseError:

@@ -3,23 +3,11 @@
 import dspy
 import pytest
 
-from providers import services
+from providers import calls, lms, services
 from providers.exceptions import LMMalformedResponseError
-from tests.providers.servers import free_port, mlx_lm_server, scripted_server
+from tests.support.servers import COMPACT_ADAPTER_REPLY, free_port, mlx_lm_server
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def tiny_server_url(tiny_model_dir):
-    with mlx_lm_server(tiny_model_dir) as url:
-        yield url
-
-
-@pytest.fixture
-def scripted():
-    with scripted_server() as server:
-        yield server
 
 
 def remote(base_url: str, **fields):
@@ -30,7 +18,7 @@ def remote(base_url: str, **fields):
 
 
 def ask(provider):
-    return services.provider_execute(
+    return calls.provider_execute(
         provider=provider,
         program=dspy.Predict("question -> answer"),
         inputs={"question": "What is the capital of France?"},
@@ -39,7 +27,7 @@ def ask(provider):
 
 def test_success_against_mlx_lm_server(tiny_server_url):
     provider = remote(tiny_server_url, max_tokens=8)
-    lm = services.provider_build_lm(provider=provider)
+    lm = lms.provider_build_lm(provider=provider)
     with dspy.track_usage() as usage:
         outputs = lm("What is the capital of France?")
     assert isinstance(outputs[0], str)
@@ -48,58 +36,60 @@ def test_success_against_mlx_lm_server(tiny_server_url):
     assert 0 < totals["completion_tokens"] <= 8
 
 
-def test_success_through_provider_execute(scripted):
-    result = ask(remote(scripted.base_url, adapter="compact"))
+def test_success_through_provider_execute(openai_server):
+    openai_server.content = COMPACT_ADAPTER_REPLY
+    result = ask(remote(openai_server.base_url, adapter="compact"))
     assert result.outputs == {"answer": "Paris"}
     assert (result.input_tokens, result.output_tokens) == (7, 1)
     assert result.peak_memory_mb is None
     assert result.applied_optimizations == ()
 
 
-def test_the_key_is_read_from_the_environment_at_call_time(scripted, monkeypatch):
+def test_the_key_is_read_from_the_environment_at_call_time(openai_server, monkeypatch):
+    openai_server.content = COMPACT_ADAPTER_REPLY
     monkeypatch.setenv("REMOTE_TEST_KEY", "first-key")
-    provider = remote(scripted.base_url, adapter="compact", api_key_env="REMOTE_TEST_KEY")
+    provider = remote(openai_server.base_url, adapter="compact", api_key_env="REMOTE_TEST_KEY")
     ask(provider)
     monkeypatch.setenv("REMOTE_TEST_KEY", "rotated-key")
     ask(provider)
-    assert scripted.authorizations == ["Bearer first-key", "Bearer rotated-key"]
+    assert openai_server.authorizations == ["Bearer first-key", "Bearer rotated-key"]
 
 
-def test_a_key_removed_from_the_environment_is_an_auth_error(scripted, monkeypatch):
+def test_a_key_removed_from_the_environment_is_an_auth_error(openai_server, monkeypatch):
     monkeypatch.setenv("REMOTE_TEST_KEY", "k")
-    provider = remote(scripted.base_url, api_key_env="REMOTE_TEST_KEY")
+    provider = remote(openai_server.base_url, api_key_env="REMOTE_TEST_KEY")
     monkeypatch.delenv("REMOTE_TEST_KEY")
     with pytest.raises(dspy.LMAuthError, match="REMOTE_TEST_KEY"):
         ask(provider)
-    assert scripted.authorizations == []
+    assert openai_server.authorizations == []
 
 
-def test_http_500_is_a_server_error(scripted):
-    scripted.mode = "server_error"
+def test_http_500_is_a_server_error(openai_server):
+    openai_server.mode = "server_error"
     with pytest.raises(dspy.LMServerError, match="internal failure") as caught:
-        ask(remote(scripted.base_url))
+        ask(remote(openai_server.base_url))
     assert not isinstance(caught.value, LMMalformedResponseError)
-    assert len(scripted.authorizations) == 1  # one attempt: no retries
+    assert len(openai_server.requests) == 1  # one attempt: no retries
 
 
-def test_a_malformed_json_body_is_a_malformed_response_error(scripted):
-    scripted.mode = "malformed"
+def test_a_malformed_json_body_is_a_malformed_response_error(openai_server):
+    openai_server.mode = "malformed"
     with pytest.raises(LMMalformedResponseError, match="is not JSON") as caught:
-        ask(remote(scripted.base_url))
+        ask(remote(openai_server.base_url))
     assert isinstance(caught.value, dspy.LMServerError)
     assert caught.value.code == "malformed_response"
 
 
-def test_a_slow_response_is_a_timeout(scripted):
-    scripted.mode = "slow"
+def test_a_slow_response_is_a_timeout(openai_server):
+    openai_server.mode = "slow"
     with pytest.raises(dspy.LMTimeoutError):
-        ask(remote(scripted.base_url, timeout_s=0.3))
+        ask(remote(openai_server.base_url, timeout_s=0.3))
 
 
-def test_http_401_is_an_auth_error(scripted):
-    scripted.mode = "unauthorized"
+def test_http_401_is_an_auth_error(openai_server):
+    openai_server.mode = "unauthorized"
     with pytest.raises(dspy.LMAuthError):
-        ask(remote(scripted.base_url))
+        ask(remote(openai_server.base_url))
 
 
 def test_connection_refused_is_a_transport_error():
@@ -113,7 +103,7 @@ def test_connection_refused_is_a_transport_error():
 def test_default_model_behind_mlx_lm_server(default_model_dir):
     with mlx_lm_server(default_model_dir) as url:
         provider = remote(url, max_tokens=24)
-        outputs = services.provider_build_lm(provider=provider)(
+        outputs = lms.provider_build_lm(provider=provider)(
             "What is the capital of France? Answer in one sentence."
         )
     assert "Paris" in outputs[0]

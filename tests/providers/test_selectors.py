@@ -2,7 +2,7 @@ import pytest
 
 from providers import selectors, services
 from providers.exceptions import NoProviderConfigured, ProviderNotFound
-from tests.providers.factories import ProviderFactory
+from tests.support.factories import ProviderFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,8 @@ from django.db import IntegrityError, transaction
 
 from providers import services
 from providers.models import Provider, ProviderFallback
-from tests.providers.factories import ProviderFactory
+from tests.support.engines import SCRIPTED_ENGINE
+from tests.support.factories import ProviderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +22,7 @@ def test_a_valid_custom_provider_is_created():
         name="scripted",
         kind="custom",
         model="m",
-        engine_path="tests.providers.engines.ScriptedEngine",
+        engine_path=SCRIPTED_ENGINE,
     )
     assert provider.pk is not None
     assert provider.adapter == Provider.Adapter.AUTO
@@ -93,10 +94,10 @@ def test_openai_with_its_key_set(monkeypatch):
     [
         ("", "needs the dotted path"),
         ("nowhere.at_all.Engine", "cannot be imported"),
-        ("tests.providers.engines.Missing", "cannot be imported"),
-        ("tests.providers.engines.NOT_A_CLASS", "is not a class"),
-        ("tests.providers.engines.NotAnEngine", "has no stream() method; it has no close() method"),
-        ("tests.providers.engines.NoConfigEngine", "EngineClass(config=EngineConfig(...))"),
+        ("tests.support.engines.Missing", "cannot be imported"),
+        ("tests.support.engines.NOT_A_CLASS", "is not a class"),
+        ("tests.support.engines.NotAnEngine", "has no stream() method; it has no close() method"),
+        ("tests.support.engines.NoConfigEngine", "EngineClass(config=EngineConfig(...))"),
     ],
 )
 def test_custom_engine_path_must_follow_the_contract(path, message):
@@ -114,7 +115,7 @@ def test_invalid_ranges():
         name="p",
         kind="custom",
         model="m",
-        engine_path="tests.providers.engines.ScriptedEngine",
+        engine_path=SCRIPTED_ENGINE,
         temperature=3.0,
         top_p=1.5,
         max_tokens=0,
@@ -129,7 +130,7 @@ def test_fallbacks_are_stored_in_order():
         name="main",
         kind="custom",
         model="m",
-        engine_path="tests.providers.engines.ScriptedEngine",
+        engine_path=SCRIPTED_ENGINE,
         fallbacks=[second, first],
     )
     links = ProviderFallback.objects.filter(provider=provider).order_by("position")
@@ -185,6 +186,8 @@ def test_shared_fallbacks_are_not_a_cycle():
 
 
 def test_database_refuses_self_fallback_and_duplicates():
+    # Rows written straight to the table, past the service: the constraints under test are
+    # what stops a write that skips the service's checks.
     a, b, c = ProviderFactory(), ProviderFactory(), ProviderFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
         ProviderFallback.objects.create(provider=a, fallback=a, position=0)
@@ -196,6 +199,7 @@ def test_database_refuses_self_fallback_and_duplicates():
 
 
 def test_database_refuses_an_unknown_kind():
+    # Straight to the table, past the service, like the test above.
     with pytest.raises(IntegrityError), transaction.atomic():
         Provider.objects.create(name="raw", kind="other", model="m")
 

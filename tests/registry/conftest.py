@@ -1,20 +1,14 @@
-"""Fixtures for the registry tests."""
+"""Fixtures for the registry tests (`make_user` and the specs are suite-wide: tests/support)."""
 
 import copy
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 
 from registry.models import Signature
-from registry.services import signature_create, signature_version_create
-
-QA_SPEC = {
-    "instructions": "Answer the question.",
-    "input_fields": [{"name": "question", "type": "str", "description": "The question."}],
-    "output_fields": [{"name": "answer", "type": "str", "description": "The answer."}],
-    "module_kind": "Predict",
-}
+from registry.services.library import library_load
+from registry.services.signatures import signature_create
+from registry.services.versions import signature_version_create
+from tests.support.specs import QA_SPEC
 
 
 @pytest.fixture
@@ -36,13 +30,6 @@ def make_signature(db):
 
 
 @pytest.fixture
-def make_user(db):
-    def make(username: str = "operator", *, perms: tuple[str, ...] = (), **extra):
-        user = get_user_model().objects.create_user(username=username, password="pw", **extra)
-        for codename in perms:
-            user.user_permissions.add(
-                Permission.objects.get(content_type__app_label="registry", codename=codename)
-            )
-        return user
-
-    return make
+def library(db):
+    """The template library, loaded: each template's name -> its version."""
+    return {outcome.name: outcome.version for outcome in library_load()}

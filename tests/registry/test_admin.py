@@ -3,27 +3,13 @@
 import json
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
 from registry.models import Alias, Signature, SignatureVersion
-from registry.services import alias_set, library_load
+from registry.services.aliases import alias_set
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client_(db) -> Client:
-    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def library(db):
-    return {outcome.name: outcome.version for outcome in library_load()}
 
 
 def _draft_post(version: SignatureVersion, **overrides) -> dict:
@@ -57,25 +43,25 @@ def _draft_post(version: SignatureVersion, **overrides) -> dict:
     return data | overrides
 
 
-def test_signature_changelist_search_and_filters(admin_client_, library):
+def test_signature_changelist_search_and_filters(admin_client, library):
     url = reverse("admin:registry_signature_changelist")
-    page = admin_client_.get(url)
+    page = admin_client.get(url)
     assert page.status_code == 200
     assert "classify_topic" in page.content.decode()
     assert "production → v1" in page.content.decode()
-    found = admin_client_.get(url, {"q": "sentiment"}).context["cl"].result_list
+    found = admin_client.get(url, {"q": "sentiment"}).context["cl"].result_list
     assert [s.name for s in found] == ["sentiment"]
-    by_tag = admin_client_.get(url, {"tag": "rag"}).context["cl"].result_list
+    by_tag = admin_client.get(url, {"tag": "rag"}).context["cl"].result_list
     assert [s.name for s in by_tag] == ["qa_with_context"]
-    by_kind = admin_client_.get(url, {"module_kind": "ChainOfThought"}).context["cl"].result_list
+    by_kind = admin_client.get(url, {"module_kind": "ChainOfThought"}).context["cl"].result_list
     assert sorted(s.name for s in by_kind) == ["math_word_problem", "verify_claim"]
-    by_alias = admin_client_.get(url, {"alias": "production"}).context["cl"].result_list
+    by_alias = admin_client.get(url, {"alias": "production"}).context["cl"].result_list
     assert len(by_alias) == len(library)
 
 
-def test_signature_page_has_history_and_tools(admin_client_, library):
+def test_signature_page_has_history_and_tools(admin_client, library):
     signature = library["qa"].signature
-    page = admin_client_.get(reverse("admin:registry_signature_change", args=[signature.pk]))
+    page = admin_client.get(reverse("admin:registry_signature_change", args=[signature.pk]))
     content = page.content.decode()
     assert page.status_code == 200
     assert "version history (newest first, latest 50)" in content.lower()
@@ -84,10 +70,10 @@ def test_signature_page_has_history_and_tools(admin_client_, library):
     assert "alias history" in content.lower()
 
 
-def test_signature_page_tools_follow_the_version_count(admin_client_, make_signature):
+def test_signature_page_tools_follow_the_version_count(admin_client, make_signature):
     def tools(signature: Signature) -> str:
         url = reverse("admin:registry_signature_change", args=[signature.pk])
-        return admin_client_.get(url).content.decode()
+        return admin_client.get(url).content.decode()
 
     blank = tools(make_signature("blank", versions=0))
     assert "Add the first version" in blank
@@ -98,29 +84,29 @@ def test_signature_page_tools_follow_the_version_count(admin_client_, make_signa
     assert "Compare versions" in tools(make_signature("two", versions=2))
 
 
-def test_signature_add_and_edit_through_services(admin_client_):
-    response = admin_client_.post(
+def test_signature_add_and_edit_through_services(admin_client):
+    response = admin_client.post(
         reverse("admin:registry_signature_add"),
         {"name": "triage", "description": "Ticket triage.", "tags": "Support, ops"},
     )
     assert response.status_code == 302
     signature = Signature.objects.get(name="triage")
     assert signature.tags == ["ops", "support"]
-    bad = admin_client_.post(reverse("admin:registry_signature_add"), {"name": "Bad Name"})
+    bad = admin_client.post(reverse("admin:registry_signature_add"), {"name": "Bad Name"})
     assert bad.status_code == 200
     assert "lowercase letter" in bad.content.decode()
 
 
-def test_signature_with_versions_cannot_be_deleted(admin_client_, library):
+def test_signature_with_versions_cannot_be_deleted(admin_client, library):
     signature = library["qa"].signature
-    response = admin_client_.get(reverse("admin:registry_signature_delete", args=[signature.pk]))
+    response = admin_client.get(reverse("admin:registry_signature_delete", args=[signature.pk]))
     assert response.status_code == 403
 
 
-def test_version_page_is_read_only(admin_client_, library):
+def test_version_page_is_read_only(admin_client, library):
     version = library["classify_topic"]
     url = reverse("admin:registry_signatureversion_change", args=[version.pk])
-    page = admin_client_.get(url)
+    page = admin_client.get(url)
     content = page.content.decode()
     assert page.status_code == 200
     assert version.content_hash in content
@@ -128,22 +114,22 @@ def test_version_page_is_read_only(admin_client_, library):
     assert "business, politics" in content  # the Literal choices in the fields table
     assert 'name="_save"' not in content
     assert "Duplicate as draft" in content and "Set alias" in content
-    assert admin_client_.post(url, {"instructions": "Changed."}).status_code == 403
+    assert admin_client.post(url, {"instructions": "Changed."}).status_code == 403
     assert (
-        admin_client_.get(
+        admin_client.get(
             reverse("admin:registry_signatureversion_delete", args=[version.pk])
         ).status_code
         == 403
     )
-    assert admin_client_.get(reverse("admin:registry_signatureversion_add")).status_code == 403
+    assert admin_client.get(reverse("admin:registry_signatureversion_add")).status_code == 403
     version.refresh_from_db()
     assert version.instructions != "Changed."
 
 
-def test_draft_is_prefilled_and_saves_a_new_version(admin_client_, library):
+def test_draft_is_prefilled_and_saves_a_new_version(admin_client, library):
     version = library["sentiment"]
     url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
-    page = admin_client_.get(url, {"from": version.number})
+    page = admin_client.get(url, {"from": version.number})
     assert page.status_code == 200
     assert page.context["draft"].initial["instructions"] == version.instructions
     assert page.context["rows"].initial[1]["choices"] == "positive\nnegative\nneutral"
@@ -154,18 +140,18 @@ def test_draft_is_prefilled_and_saves_a_new_version(admin_client_, library):
         changelog="Stricter.",
         **{"fields-1-choices": "positive\nnegative\nneutral\nmixed"},
     )
-    response = admin_client_.post(url, data)
+    response = admin_client.post(url, data)
     assert response.status_code == 302
     new = SignatureVersion.objects.get(signature=version.signature, number=2)
     assert response.url == reverse("admin:registry_signatureversion_change", args=[new.pk])
     assert new.output_fields[0]["choices"] == ["positive", "negative", "neutral", "mixed"]
     assert new.changelog == "Stricter."
-    assert new.author.username == "root"
+    assert new.author.username == "admin"
     version.refresh_from_db()
     assert version.instructions != "Judge the sentiment strictly."  # the original never changes
 
 
-def test_draft_can_add_and_drop_fields(admin_client_, library):
+def test_draft_can_add_and_drop_fields(admin_client, library):
     version = library["qa"]
     url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
     data = _draft_post(
@@ -177,27 +163,27 @@ def test_draft_can_add_and_drop_fields(admin_client_, library):
             "fields-2-description": "From 0 to 1.",
         },
     )
-    assert admin_client_.post(url, data).status_code == 302
+    assert admin_client.post(url, data).status_code == 302
     new = SignatureVersion.objects.get(signature=version.signature, number=2)
     assert [f["name"] for f in new.output_fields] == ["answer", "confidence"]
 
 
-def test_unchanged_draft_creates_nothing(admin_client_, library):
+def test_unchanged_draft_creates_nothing(admin_client, library):
     version = library["qa"]
     url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
-    response = admin_client_.post(url, _draft_post(version), follow=True)
+    response = admin_client.post(url, _draft_post(version), follow=True)
     assert "nothing was created" in response.content.decode()
     assert version.signature.versions.count() == 1
 
 
-def test_draft_errors_land_on_their_rows(admin_client_, library):
+def test_draft_errors_land_on_their_rows(admin_client, library):
     version = library["translate"]
     url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
     data = _draft_post(
         version,
         **{"fields-1-name": "lm", "fields-2-type": "literal", "fields-2-choices": ""},
     )
-    response = admin_client_.post(url, data)
+    response = admin_client.post(url, data)
     assert response.status_code == 200
     rows = response.context["rows"].forms
     assert "reserved by DSPy" in rows[1].errors["name"][0]
@@ -205,21 +191,21 @@ def test_draft_errors_land_on_their_rows(admin_client_, library):
     assert version.signature.versions.count() == 1
 
 
-def test_draft_lm_default_errors_land_on_their_fields(admin_client_, library):
+def test_draft_lm_default_errors_land_on_their_fields(admin_client, library):
     version = library["qa"]
     url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
-    response = admin_client_.post(url, _draft_post(version, max_tokens="2000000"))
+    response = admin_client.post(url, _draft_post(version, max_tokens="2000000"))
     assert response.status_code == 200
     assert response.context["draft"].errors["max_tokens"] == [
-        "max_tokens must be an integer from 1 to 1000000."
+        "'max_tokens' must be an integer from 1 to 32768."
     ]
     assert version.signature.versions.count() == 1
 
 
-def test_first_version_of_an_empty_signature(admin_client_):
+def test_first_version_of_an_empty_signature(admin_client):
     signature = Signature.objects.create(name="blank")
     url = reverse("admin:registry_signature_new_version", args=[signature.pk])
-    assert admin_client_.get(url).status_code == 200
+    assert admin_client.get(url).status_code == 200
     data = {
         "module_kind": "Predict",
         "instructions": "Echo.",
@@ -234,14 +220,14 @@ def test_first_version_of_an_empty_signature(admin_client_):
         "fields-1-name": "echo",
         "fields-1-type": "str",
     }
-    assert admin_client_.post(url, data).status_code == 302
+    assert admin_client.post(url, data).status_code == 302
     assert signature.versions.get().number == 1
 
 
-def test_diff_between_versions(admin_client_, library):
+def test_diff_between_versions(admin_client, library):
     version = library["sentiment"]
     url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
-    admin_client_.post(
+    admin_client.post(
         url,
         _draft_post(
             version,
@@ -251,7 +237,7 @@ def test_diff_between_versions(admin_client_, library):
         ),
     )
     diff_url = reverse("admin:registry_signature_diff", args=[version.signature_id])
-    page = admin_client_.get(diff_url, {"old": 1, "new": 2})
+    page = admin_client.get(diff_url, {"old": 1, "new": 2})
     assert page.status_code == 200
     diff = page.context["diff"]
     assert ("+", "A new line.") in diff.instructions
@@ -261,41 +247,41 @@ def test_diff_between_versions(admin_client_, library):
     ]
     assert "lm_defaults" in diff.changes
     assert "A new line." in page.content.decode()
-    same = admin_client_.get(diff_url, {"old": 1, "new": 1})
+    same = admin_client.get(diff_url, {"old": 1, "new": 1})
     assert same.context["diff"].identical
     # A non-ASCII digit is no version number: the defaults apply instead of a server error.
-    assert admin_client_.get(diff_url, {"old": "²"}).context["diff"].old.number == 1
-    draft = admin_client_.get(url, {"from": "²"})
+    assert admin_client.get(diff_url, {"old": "²"}).context["diff"].old.number == 1
+    draft = admin_client.get(url, {"from": "²"})
     assert draft.context["source"].number == 2
 
 
-def test_set_move_and_remove_alias(admin_client_, library):
+def test_set_move_and_remove_alias(admin_client, library):
     signature = library["qa"].signature
     url = reverse("admin:registry_signature_new_version", args=[signature.pk])
-    admin_client_.post(url, _draft_post(library["qa"], instructions="Second."))
+    admin_client.post(url, _draft_post(library["qa"], instructions="Second."))
     second = signature.versions.get(number=2)
     alias_url = reverse("admin:registry_signatureversion_alias", args=[second.pk])
-    assert admin_client_.get(alias_url).status_code == 200
-    response = admin_client_.post(alias_url, {"name": "production"}, follow=True)
+    assert admin_client.get(alias_url).status_code == 200
+    response = admin_client.post(alias_url, {"name": "production"}, follow=True)
     assert "Moved qa@production from v1 to v2." in response.content.decode()
     assert Alias.objects.get(signature=signature, name="production").version == second
-    invalid = admin_client_.post(alias_url, {"name": "latest"})
+    invalid = admin_client.post(alias_url, {"name": "latest"})
     assert "implicit" in invalid.content.decode()
-    admin_client_.post(alias_url, {"remove": "production"})
+    admin_client.post(alias_url, {"remove": "production"})
     assert not Alias.objects.filter(signature=signature, name="production").exists()
 
 
-def test_version_actions_redirect_to_their_forms(admin_client_, library):
+def test_version_actions_redirect_to_their_forms(admin_client, library):
     version = library["qa"]
     url = reverse("admin:registry_signatureversion_changelist")
-    draft = admin_client_.post(
+    draft = admin_client.post(
         url, {"action": "duplicate_as_draft", "_selected_action": [version.pk]}
     )
     assert draft.status_code == 302
     assert draft.url.endswith(f"/new-version/?from={version.number}")
-    alias = admin_client_.post(url, {"action": "set_alias", "_selected_action": [version.pk]})
+    alias = admin_client.post(url, {"action": "set_alias", "_selected_action": [version.pk]})
     assert alias.url == reverse("admin:registry_signatureversion_alias", args=[version.pk])
-    two = admin_client_.post(
+    two = admin_client.post(
         url,
         {"action": "set_alias", "_selected_action": [version.pk, library["sentiment"].pk]},
         follow=True,
@@ -303,12 +289,12 @@ def test_version_actions_redirect_to_their_forms(admin_client_, library):
     assert "Select exactly one version." in two.content.decode()
 
 
-def test_version_changelist_filters(admin_client_, library):
+def test_version_changelist_filters(admin_client, library):
     alias_set(signature=library["qa"].signature, name="staging", version=library["qa"])
     url = reverse("admin:registry_signatureversion_changelist")
-    staged = admin_client_.get(url, {"alias": "staging"}).context["cl"].result_list
+    staged = admin_client.get(url, {"alias": "staging"}).context["cl"].result_list
     assert list(staged) == [library["qa"]]
-    cot = admin_client_.get(url, {"module_kind__exact": "ChainOfThought"}).context["cl"]
+    cot = admin_client.get(url, {"module_kind__exact": "ChainOfThought"}).context["cl"]
     assert cot.result_count == 2
 
 
@@ -326,9 +312,9 @@ def test_staff_without_permissions_cannot_draft_or_alias(library, make_user):
     assert client.post(alias, {"name": "production"}).status_code == 403
 
 
-def test_history_inline_is_bounded(admin_client_, make_signature):
+def test_history_inline_is_bounded(admin_client, make_signature):
     signature = make_signature("long", versions=55)
-    page = admin_client_.get(reverse("admin:registry_signature_change", args=[signature.pk]))
+    page = admin_client.get(reverse("admin:registry_signature_change", args=[signature.pk]))
     content = page.content.decode()
     newest = signature.versions.get(number=55)
     oldest = signature.versions.get(number=1)
@@ -336,49 +322,49 @@ def test_history_inline_is_bounded(admin_client_, make_signature):
     assert reverse("admin:registry_signatureversion_change", args=[oldest.pk]) not in content
 
 
-def test_forms_are_styled_and_a_missing_state_shows_empty(admin_client_, library):
+def test_forms_are_styled_and_a_missing_state_shows_empty(admin_client, library):
     version = library["qa"]
-    draft = admin_client_.get(
+    draft = admin_client.get(
         reverse("admin:registry_signature_new_version", args=[version.signature_id])
     )
     content = draft.content.decode()
     assert "admin/css/forms.css" in content  # aligned labels, like every other admin form
     assert version.compiled_state is None
     assert "null</textarea>" not in content
-    alias = admin_client_.get(reverse("admin:registry_signatureversion_alias", args=[version.pk]))
+    alias = admin_client.get(reverse("admin:registry_signatureversion_alias", args=[version.pk]))
     assert "admin/css/forms.css" in alias.content.decode()
 
 
-def test_draft_errors_are_announced_above_the_form(admin_client_, library):
+def test_draft_errors_are_announced_above_the_form(admin_client, library):
     version = library["qa"]
     url = reverse("admin:registry_signature_new_version", args=[version.signature_id])
-    page = admin_client_.post(url, _draft_post(version, **{"fields-0-name": "1bad"}))
+    page = admin_client.post(url, _draft_post(version, **{"fields-0-name": "1bad"}))
     assert page.status_code == 200
     assert "Please correct the errors below" in page.content.decode()
 
 
-def test_signature_page_starts_with_the_name(admin_client_, library):
+def test_signature_page_starts_with_the_name(admin_client, library):
     signature = library["qa"].signature
-    page = admin_client_.get(reverse("admin:registry_signature_change", args=[signature.pk]))
+    page = admin_client.get(reverse("admin:registry_signature_change", args=[signature.pk]))
     content = page.content.decode()
     assert content.index("field-name") < content.index("field-description")
 
 
-def test_version_page_shows_lm_defaults_as_a_block(admin_client_, library):
+def test_version_page_shows_lm_defaults_as_a_block(admin_client, library):
     version = library["qa"]
     assert version.lm_defaults
-    page = admin_client_.get(reverse("admin:registry_signatureversion_change", args=[version.pk]))
+    page = admin_client.get(reverse("admin:registry_signatureversion_change", args=[version.pk]))
     assert "<pre>{\n  &quot;max_tokens&quot;" in page.content.decode()
 
 
-def test_module_kind_filter_follows_the_latest_version(admin_client_, library):
+def test_module_kind_filter_follows_the_latest_version(admin_client, library):
     version = library["qa"]
     draft = reverse("admin:registry_signature_new_version", args=[version.signature_id])
-    admin_client_.post(draft, _draft_post(version, module_kind="ChainOfThought"))
+    admin_client.post(draft, _draft_post(version, module_kind="ChainOfThought"))
     url = reverse("admin:registry_signature_changelist")
-    by_kind = admin_client_.get(url, {"module_kind": "ChainOfThought"}).context["cl"].result_list
+    by_kind = admin_client.get(url, {"module_kind": "ChainOfThought"}).context["cl"].result_list
     assert "qa" in [s.name for s in by_kind]
-    predict = admin_client_.get(url, {"module_kind": "Predict"}).context["cl"].result_list
+    predict = admin_client.get(url, {"module_kind": "Predict"}).context["cl"].result_list
     assert "qa" not in [s.name for s in predict]  # v1 was Predict, but the list shows v2's kind
 
 

@@ -6,11 +6,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
-from rest_framework_api_key.models import APIKey
 
 from registry.models import AliasChange, Signature
 from registry.selectors import signature_version_resolve
-from registry.services import alias_set, signature_version_create
+from registry.services.aliases import alias_set
+from registry.services.versions import signature_version_create
+from tests.support.errors import api_error, error_messages
 
 pytestmark = pytest.mark.django_db
 
@@ -35,14 +36,6 @@ def editor(make_user) -> APIClient:
 def reader(make_user) -> APIClient:
     client = APIClient()
     client.force_login(make_user("reader", is_staff=True))
-    return client
-
-
-@pytest.fixture
-def api_key_client() -> APIClient:
-    _, key = APIKey.objects.create_key(name="ci")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
     return client
 
 
@@ -125,13 +118,13 @@ def test_null_characters_in_writes_are_field_errors(editor, qa, qa_spec):
     signature = editor.post(
         "/api/v1/signatures/", {"name": "nul", "description": "a\x00b"}, format="json"
     )
-    assert signature.status_code == 400
-    assert "NUL" in signature.json()["description"][0]
+    api_error(signature, 400)
+    assert "NUL" in error_messages(signature, "description")[0]
     version = editor.post(
         "/api/v1/signatures/qa/versions/", qa_spec | {"changelog": "\x00"}, format="json"
     )
-    assert version.status_code == 400
-    assert "NUL" in version.json()["changelog"][0]
+    api_error(version, 400)
+    assert "NUL" in error_messages(version, "changelog")[0]
     patch = editor.patch("/api/v1/signatures/qa/", {"tags": ["a\x00"]}, format="json")
     assert patch.status_code == 400
 
@@ -162,9 +155,9 @@ def test_resolve(reader, qa):
     assert (missing.status_code, missing.json()["code"]) == (404, "alias_not_found")
 
 
-def test_api_key_clients_read_but_never_write(api_key_client, qa, qa_spec):
-    assert api_key_client.get("/api/v1/signatures/qa/").status_code == 200
-    response = api_key_client.post("/api/v1/signatures/qa/versions/", qa_spec, format="json")
+def test_api_key_clients_read_but_never_write(api_client, qa, qa_spec):
+    assert api_client.get("/api/v1/signatures/qa/").status_code == 200
+    response = api_client.post("/api/v1/signatures/qa/versions/", qa_spec, format="json")
     assert response.status_code == 403
 
 
@@ -195,8 +188,8 @@ def test_create_signature_with_first_version(editor, qa_spec):
     assert body["versions"][0]["author"] == "editor"
     assert body["versions"][0]["changelog"] == "First."
     duplicate = editor.post("/api/v1/signatures/", payload, format="json")
-    assert duplicate.status_code == 400
-    assert "exists already" in duplicate.json()["name"][0]
+    assert api_error(duplicate, 409)["code"] == "signature_exists"
+    assert "exists already" in error_messages(duplicate, "name")[0]
 
 
 def test_create_signature_is_atomic_on_a_bad_version(editor, qa_spec):
@@ -204,15 +197,15 @@ def test_create_signature_is_atomic_on_a_bad_version(editor, qa_spec):
     response = editor.post(
         "/api/v1/signatures/", {"name": "broken", "version": qa_spec}, format="json"
     )
-    assert response.status_code == 400
-    assert "Python keyword" in response.json()["version"]["input_fields"][0]["name"][0]
+    api_error(response, 400)
+    assert "Python keyword" in error_messages(response, "version", "input_fields", 0, "name")[0]
     assert not Signature.objects.filter(name="broken").exists()
 
 
 def test_create_signature_bad_name(editor):
     response = editor.post("/api/v1/signatures/", {"name": "Bad Name"}, format="json")
-    assert response.status_code == 400
-    assert "lowercase" in response.json()["name"][0]
+    api_error(response, 400)
+    assert "lowercase" in error_messages(response, "name")[0]
 
 
 def test_add_version_and_identical_add(editor, qa, qa_spec):
@@ -244,11 +237,9 @@ def test_invalid_specs_get_field_level_400(editor, qa, qa_spec, mutate, path):
     spec = copy.deepcopy(qa_spec)
     mutate(spec)
     response = editor.post("/api/v1/signatures/qa/versions/", spec, format="json")
-    assert response.status_code == 400
-    node = response.json()
-    for key in path:
-        node = node[key]
-    assert isinstance(node, list) and isinstance(node[0], str)
+    assert api_error(response, 400)["code"] == "invalid_spec"
+    messages = error_messages(response, *path)
+    assert messages and all(isinstance(message, str) and message for message in messages)
     assert qa.versions.count() == 2
 
 
@@ -259,8 +250,8 @@ def test_patch_signature_documentation_only(editor, qa):
     assert response.status_code == 200
     assert (response.json()["description"], response.json()["tags"]) == ("Docs.", ["a"])
     refused = editor.patch("/api/v1/signatures/qa/", {"name": "renamed"}, format="json")
-    assert refused.status_code == 400
-    assert "name" in refused.json()
+    api_error(refused, 400)
+    assert error_messages(refused, "name")
 
 
 def test_move_alias(editor, qa):
@@ -304,12 +295,12 @@ def test_move_alias_with_precondition(editor, qa):
 
 def test_alias_errors(editor, qa):
     latest = editor.put("/api/v1/signatures/qa/aliases/latest/", {"version": 1}, format="json")
-    assert latest.status_code == 400
-    assert "implicit" in latest.json()["name"][0]
+    api_error(latest, 400)
+    assert "implicit" in error_messages(latest, "name")[0]
     missing = editor.put("/api/v1/signatures/qa/aliases/production/", {"version": 7}, format="json")
     assert (missing.status_code, missing.json()["code"]) == (404, "version_not_found")
     bad = editor.put("/api/v1/signatures/qa/aliases/production/", {}, format="json")
-    assert bad.status_code == 400 and "version" in bad.json()
+    assert error_messages(bad, "version") and api_error(bad, 400)
 
 
 def test_delete_alias(editor, qa):

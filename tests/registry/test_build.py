@@ -9,20 +9,16 @@ import pytest
 from dspy.utils import DummyLM
 
 from registry.exceptions import InvalidSpec
+from registry.field_types import field_python_type
 from registry.library import SIGNATURES
-from registry.programs import field_python_type, program_describe
-from registry.services import library_load, signature_version_build, signature_version_create
+from registry.programs import program_describe
+from registry.services.versions import signature_version_build, signature_version_create
 
 pytestmark = pytest.mark.django_db
 
 
 def _describe_behaviour(version) -> dict:
     return {key: value for key, value in version.behaviour().items() if key != "lm_defaults"}
-
-
-@pytest.fixture
-def library(db):
-    return {outcome.name: outcome.version for outcome in library_load()}
 
 
 def test_the_library_has_what_the_issue_lists(library):

@@ -12,7 +12,8 @@ from django.db import connection
 from registry.library import SIGNATURES
 from registry.models import Alias, AliasChange, Signature, SignatureVersion
 from registry.selectors import registry_export, signature_version_resolve
-from registry.services import alias_set, signature_version_create
+from registry.services.aliases import alias_set
+from registry.services.versions import signature_version_create
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,8 @@ from django.db import connection, connections
 
 from registry.exceptions import AliasConflict
 from registry.models import Alias, AliasChange, Signature
-from registry.services import alias_set, signature_version_create
+from registry.services.aliases import alias_set
+from registry.services.versions import signature_version_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,15 +12,11 @@ from registry.exceptions import (
     SignatureAlreadyExists,
     VersionNotFound,
 )
+from registry.inputs import signature_version_validate_inputs
 from registry.models import AliasChange
-from registry.services import (
-    alias_remove,
-    alias_set,
-    signature_create,
-    signature_update,
-    signature_version_create,
-    signature_version_validate_inputs,
-)
+from registry.services.aliases import alias_remove, alias_set
+from registry.services.signatures import signature_create, signature_update
+from registry.services.versions import signature_version_create
 
 pytestmark = pytest.mark.django_db
 

@@ -5,15 +5,13 @@ new user's first run does.
 """
 
 import json
-import os
 import subprocess
-
-import pytest
 
 SCRIPT = """
 import json
 from registry.selectors import signature_list, signature_version_resolve
-from registry.services import alias_set, signature_version_create
+from registry.services.aliases import alias_set
+from registry.services.versions import signature_version_create
 from registry.models import Signature
 
 qa = Signature.objects.get(name="qa")
@@ -28,15 +26,6 @@ print(json.dumps({
     "staging": signature_version_resolve(name="qa", ref="staging").number,
 }))
 """
-
-
-@pytest.fixture
-def sqlite_env(tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    return env | {
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DSPY_TOOLKIT_VAR_DIR": str(tmp_path / "var"),
-    }
 
 
 def _manage(python, repo_root, env, *args) -> str:

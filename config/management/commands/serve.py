@@ -8,7 +8,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from config import env
+from core import env
 from providers.mlx import blas
 
 

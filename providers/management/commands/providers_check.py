@@ -2,9 +2,9 @@ import dspy
 from django.core.management.base import BaseCommand, CommandError
 from dspy.utils.exceptions import AdapterParseError
 
+from providers.calls import provider_execute
 from providers.exceptions import ProviderNotFound
 from providers.selectors import provider_get
-from providers.services import provider_execute
 
 
 class Command(BaseCommand):

@@ -10,7 +10,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
 
     def handle(self, *args, **options) -> None:
-        from providers.hardware import hardware_report
+        from providers.mlx.hardware import hardware_report
 
         report = hardware_report()
         if options["json"]:

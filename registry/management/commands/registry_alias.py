@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.exceptions import RegistryError
 from registry.selectors import signature_get, signature_version_get
-from registry.services import alias_remove, alias_set
+from registry.services.aliases import alias_remove, alias_set
 
 
 class Command(BaseCommand):

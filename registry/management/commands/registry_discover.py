@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from registry.services import signatures_discover
+from registry.services.discovery import signatures_discover
 
 
 class Command(BaseCommand):

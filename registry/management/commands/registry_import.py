@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from registry.exceptions import ImportFileError
-from registry.services import registry_import
+from registry.services.transfer import registry_import
 
 
 class Command(BaseCommand):

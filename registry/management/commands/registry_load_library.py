@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from registry.services import library_load
+from registry.services.library import library_load
 
 
 class Command(BaseCommand):

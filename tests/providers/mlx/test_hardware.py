@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from providers.hardware import DEQUANTIZED, cpu_optimizations, hardware_report
 from providers.mlx.blas import DISABLE_ENV, blas_status, find_fast_blas, worker_environment
+from providers.mlx.hardware import DEQUANTIZED, cpu_optimizations, hardware_report
 
 FIELDS = {
     "os": str,
@@ -26,7 +26,7 @@ FIELDS = {
 }
 
 REPORT_SCRIPT = (
-    "import json; from providers.hardware import hardware_report; "
+    "import json; from providers.mlx.hardware import hardware_report; "
     "print(json.dumps(hardware_report()))"
 )
 

@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from providers.hardware import DEQUANTIZED
 from providers.mlx import runtime
 from providers.mlx.blas import blas_status
+from providers.mlx.hardware import DEQUANTIZED
 from providers.mlx.runtime import (
     MAX_BATCH_SIZE_ENV,
     GenerationError,

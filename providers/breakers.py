@@ -18,8 +18,7 @@ import dspy
 from django.db import transaction
 from django.utils import timezone
 
-from executions.models import BreakerEvent, CircuitBreaker
-from providers.models import Provider
+from providers.models import BreakerEvent, CircuitBreaker, Provider
 
 Clock = Callable[[], datetime]
 

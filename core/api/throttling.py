@@ -3,7 +3,7 @@
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from executions.authentication import APIKeyClient
+from core.api.authentication import APIKeyClient
 
 
 class ClientRateThrottle(SimpleRateThrottle):

@@ -15,18 +15,18 @@ from django.dispatch import receiver
 from django_q.conf import Conf
 from django_q.signals import post_spawn
 
+from providers.lms import provider_warm_up
 from providers.models import Provider
 from providers.selectors import provider_list
-from providers.services import provider_warm_up
 
 logger = logging.getLogger(__name__)
 
 
-@receiver(post_spawn, dispatch_uid="executions.warm_up_local_models")
+@receiver(post_spawn, dispatch_uid="providers.warm_up_local_models")
 def warm_up_local_models_on_spawn(sender, proc_name: str, **kwargs) -> None:
     if (
         Conf.CLUSTER_NAME != settings.Q_INFERENCE_CLUSTER
-        or not settings.EXECUTIONS_WARM_UP_LOCAL_MODELS
+        or not settings.PROVIDERS_WARM_UP_LOCAL_MODELS
     ):
         return
     threading.Thread(target=warm_up_local_models, name="model-warm-up", daemon=True).start()

@@ -1,13 +1,13 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from executions.breakers import (
+from providers.breakers import (
     breaker_force_open,
     breaker_get_or_create,
     breaker_reset,
     breaker_window_failures,
 )
-from executions.models import CircuitBreaker
 from providers.exceptions import ProviderNotFound
+from providers.models import CircuitBreaker
 from providers.selectors import provider_get
 
 RECENT_EVENTS = 10

@@ -1,0 +1,98 @@
+"""Validation of provider configurations, below the models (the model's `clean`, the services,
+the admin and the system checks all use it, and it imports no model).
+"""
+
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+
+from providers.choices import ProviderAdapter, ProviderKind
+from providers.engines import engine_class_import, engine_contract_problems
+
+if TYPE_CHECKING:
+    from providers.models import Provider
+
+# Path segments of the API that a provider name would shadow (/api/v1/providers/<name>/).
+RESERVED_NAMES = frozenset({"hardware"})
+
+PROVIDER_NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    "Use letters, digits, '.', '_' and '-', starting with a letter or digit.",
+    code="invalid_name",
+)
+ENV_VAR_NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_]*$",
+    "Enter the NAME of an environment variable (letters, digits, '_'), not its value.",
+    code="invalid_env_var_name",
+)
+
+
+def validate_base_url(value: str) -> None:
+    """An http(s) URL with a host; single-label hosts (`http://mlx-server:8080/v1`) are fine."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(
+            "Enter an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080/v1.",
+            code="invalid_base_url",
+        )
+
+
+def provider_config_errors(*, provider: "Provider") -> dict[str, list[str]]:
+    """Field-level problems of a provider's kind-specific settings (empty when valid)."""
+    errors: dict[str, list[str]] = {}
+
+    def add(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    if provider.name in RESERVED_NAMES:
+        add("name", f"{provider.name!r} is reserved by the API; choose another name.")
+    if provider.kind not in ProviderKind.values:
+        add(
+            "kind",
+            f"Unknown kind {provider.kind!r}; choose one of {', '.join(ProviderKind.values)}.",
+        )
+        return errors
+    if provider.adapter not in ProviderAdapter.values:
+        add("adapter", f"Unknown adapter {provider.adapter!r}.")
+    if not provider.model:
+        add("model", "This field is required.")
+    elif provider.kind == ProviderKind.MLX:
+        path = provider.model_path()
+        if not path.is_dir():
+            add("model", f"The model directory {str(path)!r} does not exist or is not reachable.")
+        elif not (path / "config.json").is_file():
+            add("model", f"{str(path)!r} is not an MLX model directory (no config.json).")
+    if provider.kind == ProviderKind.OPENAI:
+        if not provider.base_url:
+            add("base_url", "An openai provider needs the base URL of its endpoint.")
+        if provider.api_key_env and not os.environ.get(provider.api_key_env):
+            add(
+                "api_key_env",
+                f"The environment variable {provider.api_key_env!r} is not set in this process.",
+            )
+    if provider.kind == ProviderKind.CUSTOM:
+        if not provider.engine_path:
+            add("engine_path", "A custom provider needs the dotted path of its engine class.")
+        else:
+            try:
+                engine_class = engine_class_import(provider.engine_path)
+            except Exception as exc:
+                # Any import-time failure of operator-supplied code is a configuration error.
+                add("engine_path", f"{provider.engine_path!r} cannot be imported: {exc}")
+            else:
+                problems = engine_contract_problems(engine_class)
+                if problems:
+                    add(
+                        "engine_path",
+                        f"{provider.engine_path!r} does not follow the engine contract: "
+                        + "; ".join(problems)
+                        + ".",
+                    )
+    return errors
