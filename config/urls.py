@@ -18,6 +18,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
-    path("", include("monitoring.health_urls")),
-    path("", include("django_prometheus.urls")),
+    path("", include("monitoring.urls")),
 ]

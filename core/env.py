@@ -6,10 +6,54 @@ operator can turn is in one place (and in the README).
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+# The toolkit's own variables. A provider's `api_key_env` may never name one of them: the
+# value would be sent to the provider's endpoint as a bearer token. These are the variables
+# of the README's configuration table and the ones the toolkit's libraries read; `get` adds
+# every name it is asked for at runtime (`READ_NAMES`), so a new setting is covered as soon
+# as it is read.
+PROJECT_NAMES = frozenset(
+    {
+        "DJANGO_SETTINGS_MODULE",
+        "DATABASE_URL",
+        "DATABASE_CONN_MAX_AGE",
+        "REDIS_URL",
+        "DJANGO_SECRET_KEY",
+        "DJANGO_ALLOWED_HOSTS",
+        "DJANGO_CSRF_TRUSTED_ORIGINS",
+        "DJANGO_DEBUG",
+        "DJANGO_SECURE_SSL_REDIRECT",
+        "DJANGO_SECURE_HSTS_SECONDS",
+        "DJANGO_SUPERUSER_USERNAME",
+        "DJANGO_SUPERUSER_PASSWORD",
+        "DJANGO_SUPERUSER_EMAIL",
+        "DSPY_TOOLKIT_HOST",
+        "DSPY_TOOLKIT_PORT",
+        "DSPY_TOOLKIT_VAR_DIR",
+        "DSPY_TOOLKIT_FAST_BLAS",
+        "DSPY_TOOLKIT_MLX_MAX_BATCH",
+        "WEB_CONCURRENCY",
+        "Q_WORKERS",
+        "Q_TIMEOUT",
+        "Q_INFERENCE_WORKERS",
+        "Q_INFERENCE_TIMEOUT",
+        "Q_SYNC",
+        "Q_CLUSTER_NAME",
+        "LOG_LEVEL",
+        "TEST_DATABASE_NAME",
+        "TEST_REDIS_URL",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "LD_PRELOAD",
+        "OPENBLAS_NUM_THREADS",
+    }
+)
+READ_NAMES: set[str] = set()
 
 
 class MissingSetting(RuntimeError):
@@ -17,8 +61,38 @@ class MissingSetting(RuntimeError):
 
 
 def get(name: str, default: str | None = None) -> str | None:
+    READ_NAMES.add(name)
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def project_names() -> frozenset[str]:
+    """Every variable the toolkit reads as its own configuration (so far, in this process,
+    plus the fixed list)."""
+    return PROJECT_NAMES | READ_NAMES
+
+
+def get_secret(name: str) -> str | None:
+    """The value of a variable named by runtime data (a provider's `api_key_env`): not one of
+    the toolkit's own settings, so not recorded in `READ_NAMES`."""
+    value = os.environ.get(name)
+    return value or None
+
+
+def secret_values(*, name_allowed) -> list[str]:
+    """The values the toolkit must never show: its own secrets (the secret key, the passwords
+    in the database and Redis URLs, the admin password) and every variable whose name
+    `name_allowed(name)` accepts as a provider key variable."""
+    values = [
+        os.environ.get(name)
+        for name in ("DJANGO_SECRET_KEY", "DJANGO_SUPERUSER_PASSWORD")
+    ]
+    for name in ("DATABASE_URL", "REDIS_URL", "TEST_REDIS_URL"):
+        url = os.environ.get(name)
+        if url:
+            values.append(urlsplit(url).password)
+    values.extend(value for name, value in os.environ.items() if name_allowed(name))
+    return [value for value in values if value]
 
 
 def require(name: str) -> str:

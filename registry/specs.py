@@ -88,6 +88,10 @@ RESERVED_FIELD_NAMES = frozenset(
         "validate",
         "with_instructions",
         "with_updated_fields",
+        # the receivers of Module.__call__ and Predict.__call__: an input of that name collides
+        # with them ("got multiple values for argument")
+        "self",
+        "instance",
         # keyword arguments Predict consumes itself
         "demos",
         "config",
@@ -203,7 +207,7 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
-def _field_name_problem(name: Any) -> str | None:
+def field_name_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not name:
         return "A field name must be a non-empty string."
     if len(name) > FIELD_NAME_MAX_LENGTH:
@@ -243,7 +247,7 @@ def _field_normalize(raw: Any, *, seen: set[str]) -> tuple[dict | None, dict[str
         ]
 
     name = raw.get("name")
-    problem = _field_name_problem(name)
+    problem = field_name_problem(name)
     if problem is None and name in seen:
         problem = f"`{name}` is used twice; inputs and outputs share one namespace."
     if problem:

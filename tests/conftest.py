@@ -8,6 +8,8 @@ from typing import IO
 
 import pytest
 
+from tests.support.processes import stop
+
 pytest_plugins = ["tests.support.fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,10 +79,4 @@ def start_cluster(python, repo_root, subprocess_env, monkeypatch):
 
     yield start
     for process in processes:
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=30)

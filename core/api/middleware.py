@@ -21,7 +21,7 @@ _DJANGO_ERRORS = {
 
 class ApiErrorsMiddleware:
     """Under `/api/`, Django's own error pages (HTML, and under DEBUG the debug page with the
-    settings) are replaced by the error shape; DRF's responses already have it."""
+    settings) are replaced by the error shape; DRF's responses and the guard's already have it."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -30,7 +30,7 @@ class ApiErrorsMiddleware:
         response = self.get_response(request)
         if (
             response.status_code < 400
-            or isinstance(response, Response)
+            or isinstance(response, Response | JsonResponse)
             or not request.path_info.startswith(API_PREFIX)
         ):
             return response
@@ -40,12 +40,14 @@ class ApiErrorsMiddleware:
         return JsonResponse(error_body(code, message), status=response.status_code)
 
 
-class ApiBodyLimitMiddleware:
-    """Refuses any `/api/` request that declares a body over `API_MAX_BODY_BYTES` with a 413,
-    before authentication or parsing reads a byte of it.
+class ApiRequestGuardMiddleware:
+    """Refuses, before any view runs, the `/api/` requests no view could answer safely:
 
-    The declared length is all there is to check: Django's request stream never reads past it,
-    and DRF ignores a body sent without one.
+    - a declared body over `API_MAX_BODY_BYTES` (413), before authentication or parsing reads a
+      byte of it; the declared length is all there is to check, since Django's request stream
+      never reads past it and DRF ignores a body sent without one;
+    - a NUL character in the path (404: no object has such a name) or in the query string (400),
+      which PostgreSQL would refuse in any lookup.
     """
 
     def __init__(self, get_response):
@@ -53,17 +55,33 @@ class ApiBodyLimitMiddleware:
 
     def __call__(self, request):
         if request.path_info.startswith(API_PREFIX):
-            limit = settings.API_MAX_BODY_BYTES
-            try:
-                declared = int(request.META.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                declared = 0
-            if declared > limit:
-                return JsonResponse(
-                    error_body(
-                        "payload_too_large",
-                        f"The request body is larger than the limit of {limit} bytes.",
-                    ),
-                    status=413,
-                )
+            refusal = _refusal(request)
+            if refusal is not None:
+                return refusal
         return self.get_response(request)
+
+
+def _refusal(request) -> JsonResponse | None:
+    limit = settings.API_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return JsonResponse(
+            error_body(
+                "payload_too_large", f"The request body is larger than the limit of {limit} bytes."
+            ),
+            status=413,
+        )
+    if "\x00" in request.path_info:
+        return JsonResponse(error_body("not_found", "Nothing exists at this path."), status=404)
+    if any(
+        "\x00" in key or any("\x00" in value for value in values)
+        for key, values in request.GET.lists()
+    ):
+        return JsonResponse(
+            error_body("invalid_request", "Query parameters must not contain NUL characters."),
+            status=400,
+        )
+    return None

@@ -92,7 +92,8 @@ class AutoSchema(openapi.AutoSchema):
     An operation declares only its own errors (a 404 for an unknown signature, a 409);
     the ones the API's plumbing gives every operation are added here, all with the one error
     component: 400 for a body or query, 401 and 403 for credentials, 404 for a path
-    parameter, 413 and 415 for a body, 429 for the rate limit.
+    parameter, 413 for a write and 415 for a body, 429 for the rate limit. An endpoint without
+    authentication, permissions or throttling (the health probes) gets none of their errors.
     """
 
     def get_summary(self) -> str | None:
@@ -117,8 +118,10 @@ class AutoSchema(openapi.AutoSchema):
 
     def _plumbing_errors(self) -> list[tuple[str, str]]:
         errors = []
-        has_body = self.method in _BODY_METHODS
-        if has_body or self.method == "GET":
+        writes = self.method in _BODY_METHODS
+        has_body = writes and self.get_request_serializer() is not None
+        has_query = any(parameter["in"] == "query" for parameter in self._get_parameters())
+        if has_body or has_query:
             errors.append(("400", "The request, its body or its query parameters are invalid."))
         # Endpoints open to anyone (the health probes) refuse no credentials.
         if self.view.authentication_classes:
@@ -127,11 +130,11 @@ class AutoSchema(openapi.AutoSchema):
             errors.append(("403", "The credentials do not allow this operation."))
         if "{" in self.path:
             errors.append(("404", "Nothing exists at this path."))
+        # The body limit holds for every write, even one that reads no body.
+        if writes:
+            errors.append(("413", "The body is larger than the limit (`API_MAX_BODY_BYTES`)."))
         if has_body:
-            errors += [
-                ("413", "The body is larger than the limit (`API_MAX_BODY_BYTES`)."),
-                ("415", "The body is not JSON (`Content-Type: application/json`)."),
-            ]
+            errors.append(("415", "The body is not JSON (`Content-Type: application/json`)."))
         if self.view.throttle_classes:
             errors.append(("429", "The client's rate limit is exceeded; see `Retry-After`."))
         return errors

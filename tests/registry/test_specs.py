@@ -1,14 +1,20 @@
 """Spec validation: each kind of bad field spec is rejected with a field-level message."""
 
+import inspect
+import warnings
+
 import dspy
 import pytest
+from dspy.utils.dummies import DummyLM
 
 from registry.exceptions import InvalidSpec, errors_flatten
+from registry.programs import program_build
 from registry.specs import (
     RESERVED_FIELD_NAMES,
     VersionSpec,
     alias_name_problem,
     content_hash,
+    field_name_problem,
     name_problem,
     tags_normalize,
     version_spec_validate,
@@ -204,6 +210,49 @@ def test_reserved_names_cover_the_installed_dspy():
         if name not in RESERVED_FIELD_NAMES and not name.startswith("model_")
     }
     assert uncovered == set()
+
+
+def _call_path_parameter_names() -> set[str]:
+    """The parameter names of the functions a module call passes its inputs through."""
+    names = set()
+    for owner in (dspy.Module, dspy.Predict, dspy.ChainOfThought):
+        for attribute in ("__call__", "acall", "forward", "aforward", "__init__"):
+            function = getattr(owner, attribute, None)
+            if function is not None:
+                names |= set(inspect.signature(function).parameters)
+    return names - {"args", "kwargs"}
+
+
+@pytest.mark.parametrize("module_kind", ["Predict", "ChainOfThought"])
+def test_every_input_name_that_breaks_a_call_is_reserved(module_kind):
+    """Tries each parameter name of the installed DSPy's call path as an input field: a name
+    with which a call does not answer must be refused by the registry."""
+    broken = set()
+    for name in sorted(_call_path_parameter_names()):
+        behaviour = {
+            "instructions": "Answer.",
+            "input_fields": [{"name": name, "type": "str", "description": "", "prefix": None}],
+            "output_fields": [{"name": "answer", "type": "str", "description": "", "prefix": None}],
+            "module_kind": module_kind,
+            "lm_defaults": {},
+            "compiled_state": None,
+        }
+        lm = DummyLM([{"reasoning": "because", "answer": "yes"}] * 2)
+        try:
+            with warnings.catch_warnings(), dspy.context(lm=lm):
+                warnings.simplefilter("ignore")
+                answered = program_build(name="probe", behaviour=behaviour)(**{name: "v"})
+            if answered.answer != "yes" or name not in answered_inputs(lm):
+                broken.add(name)
+        except Exception:
+            broken.add(name)
+    assert broken, "the probe must find DSPy's own parameter names"
+    assert {name for name in broken if field_name_problem(name) is None} == set()
+
+
+def answered_inputs(lm) -> str:
+    """The text of the last prompt the dummy LM saw (an input that never reached it failed)."""
+    return str(lm.history[-1]["messages"])
 
 
 def test_content_hash_is_stable_and_covers_behaviour():
