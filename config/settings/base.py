@@ -36,7 +36,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "core.api.middleware.ApiErrorsMiddleware",
-    "core.api.middleware.ApiBodyLimitMiddleware",
+    "core.api.middleware.ApiRequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -126,7 +126,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "core.api.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "core.api.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.LimitOffsetPagination",
+    # OPTIONS would describe each endpoint a second way (and could fail doing it): the OpenAPI
+    # schema at /api/schema/ is the one description, so OPTIONS is a 405.
+    "DEFAULT_METADATA_CLASS": None,
     "PAGE_SIZE": 50,
 }
 
@@ -144,6 +147,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No request leaves for another host either: Swagger UI's online validator is off, and
+    # ReDoc uses system fonts (templates/drf_spectacular/ drops drf-spectacular's Google Fonts
+    # and forbids images and fonts from other hosts).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "REDOC_UI_SETTINGS": {
+        "theme": {
+            "typography": {
+                "fontFamily": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+                "headings": {"fontFamily": "system-ui, -apple-system, 'Segoe UI', sans-serif"},
+                "code": {"fontFamily": "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"},
+            }
+        }
+    },
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
@@ -189,7 +205,15 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Upstream error text may echo a provider's key: every record is scrubbed (core.secrets).
+    "filters": {"scrub_secrets": {"()": "core.secrets.ScrubSecretsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["scrub_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -198,8 +222,14 @@ LOGGING = {
     },
 }
 
+# Who may scrape /metrics: these client addresses, or a request with this bearer token.
+METRICS_ALLOWED_ADDRESSES = env.get_list("METRICS_ALLOWED_ADDRESSES", ["127.0.0.1", "::1"])
+METRICS_BEARER_TOKEN = env.get("METRICS_BEARER_TOKEN")
+
 # The largest request body any API endpoint accepts (413 above it).
 API_MAX_BODY_BYTES = env.get_int("API_MAX_BODY_BYTES", 256 * 1024)
+# The deepest nesting of objects and lists a request body may have (400 beyond it).
+API_MAX_JSON_DEPTH = env.get_int("API_MAX_JSON_DEPTH", 32)
 
 # Executions (read at call time through django.conf.settings).
 EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S = env.get_float("EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S", 30.0)
@@ -218,3 +248,10 @@ EXECUTIONS_REAPER_EVERY_MINUTES = env.get_int("EXECUTIONS_REAPER_EVERY_MINUTES",
 PROVIDERS_LOCAL_CONCURRENCY = env.get_int("PROVIDERS_LOCAL_CONCURRENCY", 8)
 # Inference workers load the enabled local models when they start, not on the first request.
 PROVIDERS_WARM_UP_LOCAL_MODELS = env.get_bool("PROVIDERS_WARM_UP_LOCAL_MODELS", True)
+# Which environment variables a provider's `api_key_env` may name: those matching this regular
+# expression (in full), and those listed (comma-separated). The key's value is sent to the
+# provider's endpoint, so the toolkit's own variables are refused whatever these say.
+PROVIDERS_KEY_ENV_PATTERN = env.get(
+    "PROVIDERS_KEY_ENV_PATTERN", r"^DSPY_TOOLKIT_PROVIDER_KEY_[A-Z0-9_]+$"
+)
+PROVIDERS_KEY_ENV_ALLOWED = env.get_list("PROVIDERS_KEY_ENV_ALLOWED")
