@@ -85,7 +85,7 @@ def secret_values(*, name_allowed) -> list[str]:
     `name_allowed(name)` accepts as a provider key variable."""
     values = [
         os.environ.get(name)
-        for name in ("DJANGO_SECRET_KEY", "DJANGO_SUPERUSER_PASSWORD")
+        for name in ("DJANGO_SECRET_KEY", "DJANGO_SUPERUSER_PASSWORD", "METRICS_BEARER_TOKEN")
     ]
     for name in ("DATABASE_URL", "REDIS_URL", "TEST_REDIS_URL"):
         url = os.environ.get(name)

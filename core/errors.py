@@ -50,3 +50,14 @@ class ServiceUnavailable(ApplicationError):
     code = "service_unavailable"
     status_code = 503
     default_message = "The service cannot answer this request now."
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database connection was lost and could not be re-established in time."""
+
+    code = "database_unavailable"
+    default_message = (
+        "The database cannot be reached right now; retry in a few seconds. An execute request "
+        "retried with the same Idempotency-Key returns the execution it may already have created."
+    )
+    retry_after_s = 2

@@ -27,25 +27,26 @@ REDACTED = "[redacted]"
 # this short.
 MIN_SECRET_LENGTH = 6
 
-_TOKEN = r"[^\s\"'`,;<>()\[\]{}]+"
+_VALUE = r"[^\s\"'`,;<>()\[\]{}]+"
 _PATTERNS = (
     # Header lines and header-like pairs, as text (`Authorization: Bearer x`), JSON or a
     # Python dict repr (`"authorization": "Bearer x"`), or a form (`api_key=x`). The scheme
-    # word of an Authorization value stays; the credential goes.
+    # word of an Authorization value stays, the credential goes (the possessive `?+` keeps
+    # an already redacted value from matching with its scheme word taken for the value).
     re.compile(
         r"(?i)(\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?"
-        r"(?:(?:bearer|basic|digest|token|api-key)\s+)?)" + _TOKEN
+        r"(?:(?:bearer|basic|digest|token|api-key)\s+)?+)" + _VALUE
     ),
     re.compile(
         r"(?i)(\b(?:x-)?(?:api[-_]?key|access[-_]?token|auth[-_]?token|client[-_]?secret|"
-        r"secret[-_]?key|password|passwd)\b[\"']?\s*[:=]\s*[\"']?)" + _TOKEN
+        r"secret[-_]?key|password|passwd)\b[\"']?\s*[:=]\s*[\"']?)" + _VALUE
     ),
     # Bare credentials after their scheme, wherever they appear.
     re.compile(r"(?i)(\b(?:bearer|api-key)\s+)[A-Za-z0-9._~+/=-]{4,}"),
     # OpenAI-style keys (`sk-...`, `sk-proj-...`, `sk_live_...`).
     re.compile(r"()\bsk[-_][A-Za-z0-9_-]{8,}"),
     # Credentials in a URL: `scheme://user:password@host`, and secret-looking query values.
-    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@"),
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+(?=@)"),
     re.compile(r"(?i)([?&](?:key|token|sig|signature|secret)=)[^&\s\"'<>#]+"),
 )
 
@@ -56,20 +57,30 @@ def _forms(secret: str) -> set[str]:
     return {secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
 
 
-def scrub(text: str, *, secrets: Iterable[str | None] = ()) -> str:
-    """`text` with each of `secrets` and anything that looks like a credential replaced by
-    `[redacted]`. Secrets match in any letter case; values shorter than `MIN_SECRET_LENGTH`
-    are not searched for (patterns still apply)."""
+def redact(text: str, *, secrets: Iterable[str | None]) -> str:
+    """`text` with each of `secrets` (in any letter case, as is, JSON-escaped or
+    percent-encoded) replaced by `[redacted]`, and nothing else changed: for text that may
+    legitimately hold credential-like strings, such as a model's answer. Values shorter than
+    `MIN_SECRET_LENGTH` are not searched for."""
     if not text:
         return text
     forms: set[str] = set()
     for secret in secrets:
         if secret and len(secret) >= MIN_SECRET_LENGTH:
             forms |= _forms(secret)
-    if forms:
-        # Longest first, so that a secret containing another is removed whole.
-        alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
-        text = re.sub(alternatives, REDACTED, text, flags=re.IGNORECASE)
+    if not forms:
+        return text
+    # Longest first, so that a secret containing another is removed whole.
+    alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.sub(alternatives, REDACTED, text, flags=re.IGNORECASE)
+
+
+def scrub(text: str, *, secrets: Iterable[str | None] = ()) -> str:
+    """`text` with each of `secrets` (see `redact`) and anything that looks like a credential
+    replaced by `[redacted]`: for error text, logs and anything else an upstream wrote."""
+    if not text:
+        return text
+    text = redact(text, secrets=secrets)
     for pattern in _PATTERNS:
         text = pattern.sub(lambda match: match.group(1) + REDACTED, text)
     return text

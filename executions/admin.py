@@ -24,6 +24,7 @@ class ExecutionAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
         "error_type",
         "error_code",
         "error_message",
+        "error_detail",
         "counted_by_breaker",
         "started_at",
         "duration",
@@ -162,7 +163,7 @@ class ExecutionAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     list_filter = ["outcome", "provider", "counted_by_breaker"]
     list_select_related = ["provider"]
-    search_fields = ["=execution__id", "error_message"]
+    search_fields = ["=execution__id", "error_message", "error_detail"]
     # Newest first: the model's own order (by execution id) is random in time.
     ordering = ["-started_at", "-id"]
     readonly_fields = [field.name for field in ExecutionAttempt._meta.fields]

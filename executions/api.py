@@ -120,7 +120,11 @@ _QUEUED = _SUCCEEDED | {
     "mode": "async",
     "provider": None,
     "outputs": None,
-    "timings": {"queued_at": "2026-01-05T10:00:00.120000Z", "started_at": None, "finished_at": None},
+    "timings": {
+        "queued_at": "2026-01-05T10:00:00.120000Z",
+        "started_at": None,
+        "finished_at": None,
+    },
     "metrics": {
         "execution_time_s": None,
         "input_tokens": None,
@@ -221,9 +225,7 @@ class ExecuteView(APIView):
                     "mode": "async",
                 },
             ),
-            OpenApiExample(
-                "Finished", response_only=True, status_codes=["200"], value=_SUCCEEDED
-            ),
+            OpenApiExample("Finished", response_only=True, status_codes=["200"], value=_SUCCEEDED),
             OpenApiExample("Queued", response_only=True, status_codes=["202"], value=_QUEUED),
             OpenApiExample(
                 "Inputs that do not fit the version",
@@ -231,8 +233,7 @@ class ExecuteView(APIView):
                 status_codes=["400"],
                 value={
                     "code": "invalid_inputs",
-                    "message": "The inputs do not match the signature's input fields "
-                    "(question).",
+                    "message": "The inputs do not match the signature's input fields (question).",
                     "errors": {
                         "question": [
                             {"code": "missing", "message": "The input 'question' is required."}

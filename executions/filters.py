@@ -2,6 +2,7 @@
 
 import django_filters
 
+from core.api.filters import UtcIsoDateTimeFilter
 from executions.models import Execution
 
 
@@ -21,10 +22,10 @@ class ExecutionFilter(django_filters.FilterSet):
     requested_provider = django_filters.CharFilter(
         field_name="requested_provider__name", help_text="The provider the request chose."
     )
-    queued_after = django_filters.IsoDateTimeFilter(
+    queued_after = UtcIsoDateTimeFilter(
         field_name="queued_at", lookup_expr="gte", help_text="Queued at or after (ISO 8601)."
     )
-    queued_before = django_filters.IsoDateTimeFilter(
+    queued_before = UtcIsoDateTimeFilter(
         field_name="queued_at", lookup_expr="lt", help_text="Queued before (ISO 8601)."
     )
     batch = django_filters.UUIDFilter(field_name="batch_id", help_text="Batch id.")

@@ -184,7 +184,16 @@ class ExecutionAttempt(models.Model):
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     error_type = models.CharField(max_length=200, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
-    error_message = models.TextField(blank=True)
+    error_message = models.TextField(
+        blank=True, help_text="Written by the toolkit: what API clients see of a failure."
+    )
+    error_detail = models.TextField(
+        blank=True,
+        help_text=(
+            "What the provider's error said, scrubbed of secrets: for staff only, never "
+            "returned by the API."
+        ),
+    )
     counted_by_breaker = models.BooleanField(
         default=False, help_text="Whether this failure counted against the provider's breaker."
     )

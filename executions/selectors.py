@@ -1,10 +1,15 @@
-"""Reads of executions. Writes live in services."""
+"""Reads of executions. Writes live in services.
+
+The reads an API answer depends on are retried briefly on a new connection after a lost one
+(`core.db`), so that a request whose execution was written still answers with it.
+"""
 
 import time
 import uuid
 
 from django.db.models import QuerySet
 
+from core.db import REQUEST_RETRY, db_retry
 from executions.models import Execution, ExecutionAttempt
 
 # The sync API polls the row: quickly at first (most local calls take well under a second),
@@ -25,7 +30,9 @@ def execution_list(*, api_key=None) -> QuerySet[Execution]:
 
 def execution_get(*, execution_id: uuid.UUID | str, api_key=None) -> Execution:
     """One execution (raises Execution.DoesNotExist, also for another API key's execution)."""
-    return execution_list(api_key=api_key).get(id=execution_id)
+    return db_retry(
+        lambda: execution_list(api_key=api_key).get(id=execution_id), policy=REQUEST_RETRY
+    )
 
 
 def execution_attempts(*, execution: Execution) -> QuerySet[ExecutionAttempt]:
@@ -42,7 +49,7 @@ def execution_wait_all(
     deadline = time.monotonic() + timeout_s
     pause = _POLL_FIRST_S
     while True:
-        executions = execution_list().in_bulk(execution_ids)
+        executions = db_retry(lambda: execution_list().in_bulk(execution_ids), policy=REQUEST_RETRY)
         remaining = deadline - time.monotonic()
         if remaining <= 0 or all(execution.is_finished for execution in executions.values()):
             return executions

@@ -42,15 +42,13 @@ class GenerationConfigField(RuntimeSchemaField, serializers.JSONField):
             "properties": {
                 "temperature": _NUMBER
                 | {"minimum": generation.TEMPERATURE_MIN, "maximum": generation.TEMPERATURE_MAX},
-                "top_p": _NUMBER | {"minimum": generation.TOP_P_MIN, "maximum": generation.TOP_P_MAX},
+                "top_p": _NUMBER
+                | {"minimum": generation.TOP_P_MIN, "maximum": generation.TOP_P_MAX},
                 "max_tokens": {
                     "type": "integer",
                     "minimum": generation.MAX_TOKENS_MIN,
                     "maximum": settings.EXECUTIONS_MAX_TOKENS_LIMIT,
-                    "description": (
-                        "At most this server's `EXECUTIONS_MAX_TOKENS_LIMIT` "
-                        f"(now {settings.EXECUTIONS_MAX_TOKENS_LIMIT}; 4096 unless configured)."
-                    ),
+                    "description": "At most the server's `EXECUTIONS_MAX_TOKENS_LIMIT` setting.",
                 },
                 "stop": _STOP,
             },
@@ -72,7 +70,8 @@ class GenerationConfigField(RuntimeSchemaField, serializers.JSONField):
     }
 )
 class ExecutionConfigField(serializers.JSONField):
-    pass
+    """The settings an execution ran with, as stored: no bound is documented, since the limits
+    in force then may not be the ones in force now."""
 
 
 class TimeoutField(RuntimeSchemaField, serializers.FloatField):
@@ -94,6 +93,12 @@ class TimeoutField(RuntimeSchemaField, serializers.FloatField):
             "minimum": 0,
             "exclusiveMinimum": True,
             "maximum": settings.EXECUTIONS_MAX_TIMEOUT_S,
+            "description": (
+                "How long a sync request waits (seconds) before answering 202: more than 0 and "
+                "at most the `EXECUTIONS_MAX_TIMEOUT_S` setting. Omitted or null: the "
+                "`EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S` setting, "
+                f"{settings.EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S:g} s on this server."
+            ),
         }
 
 
@@ -108,6 +113,10 @@ class BatchItemsField(RuntimeSchemaField, serializers.ListField):
             "items": item.ref,
             "minItems": 1,
             "maxItems": settings.EXECUTIONS_BATCH_MAX_ITEMS,
+            "description": (
+                "Execute requests (signature, version, inputs, config, provider): at most the "
+                "`EXECUTIONS_BATCH_MAX_ITEMS` setting."
+            ),
         }
 
 
@@ -211,16 +220,7 @@ class _WaitFieldsSerializer(serializers.Serializer):
         default=Execution.Mode.SYNC,
         help_text="sync: wait for the result up to timeout_s; async: return at once.",
     )
-    timeout_s = TimeoutField(
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text=(
-            "How long a sync request waits (seconds) before answering 202: more than 0 and at "
-            "most `EXECUTIONS_MAX_TIMEOUT_S` (300 unless configured). Omitted or null: "
-            "`EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S` (30 unless configured)."
-        ),
-    )
+    timeout_s = TimeoutField(required=False, allow_null=True, default=None)
 
     def validate_timeout_s(self, value):
         limit = settings.EXECUTIONS_MAX_TIMEOUT_S
@@ -242,14 +242,7 @@ class BatchRequestSerializer(StrictFieldsMixin, _WaitFieldsSerializer):
     """Several executions at once, and how long to wait for them. Unknown keys are refused
     (`unknown_field`); each item is checked on its own, so a bad item refuses only itself."""
 
-    items = BatchItemsField(
-        child=serializers.JSONField(),
-        allow_empty=False,
-        help_text=(
-            "Execute requests (signature, version, inputs, config, provider): at most "
-            "`EXECUTIONS_BATCH_MAX_ITEMS` (32 unless configured)."
-        ),
-    )
+    items = BatchItemsField(child=serializers.JSONField(), allow_empty=False)
 
     def validate_items(self, value):
         limit = settings.EXECUTIONS_BATCH_MAX_ITEMS

@@ -24,8 +24,11 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from core.errors import ApplicationError
+from core.db import CONNECTION_ERRORS, REQUEST_RETRY, db_reconnect, db_retry
+from core.errors import ApplicationError, DatabaseUnavailable
 from core.generation import generation_settings_check
+from core.secrets import known_secrets, scrub
+from executions.broker import broker_stranded_task_ids
 from executions.exceptions import ExecutionNotCancellable, IdempotencyKeyReused, InvalidConfig
 from executions.models import Execution, ExecutionAttempt
 from executions.selectors import execution_wait_all
@@ -147,43 +150,93 @@ def execution_create(
     providers' (unknown or disabled provider), InvalidConfig, or IdempotencyKeyReused; nothing
     is written or enqueued then. A retry with the same idempotency key and body returns the
     first execution (`created` False) without running anything again.
+
+    A lost database connection is retried (reads), or resolved by looking the row up by its id
+    (the insert: its commit may have gone through with only the answer lost); what cannot be
+    resolved that way raises DatabaseUnavailable, never a connection error.
     """
     request_hash = execution_request_hash(
         signature=signature, version=version, inputs=inputs, config=config, provider=provider
     )
-    existing = _idempotent_match(api_key=api_key, user=user, idempotency_key=idempotency_key)
-    if existing is not None:
-        return _replay(existing, request_hash)
 
-    signature_version = signature_version_resolve(name=signature, ref=version)
-    clean_inputs = signature_version_validate_inputs(version=signature_version, inputs=inputs)
-    run_config = execution_config_validate(config=config, defaults=signature_version.lm_defaults)
-    chosen = _resolve_provider(provider)
-
-    execution = Execution(
-        signature_version=signature_version,
-        requested_provider=chosen,
-        inputs=clean_inputs,
-        config=run_config,
-        mode=mode,
-        timeout_s=timeout_s,
-        api_key=api_key,
-        created_by=user if user is not None and user.is_authenticated and user.pk else None,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        batch_id=batch_id,
-    )
-    try:
-        with transaction.atomic():
-            execution.save(force_insert=True)
-            _enqueue_on_commit(execution.id, chosen)
-    except IntegrityError:
-        # A concurrent request with the same idempotency key won the insert.
+    def prepare() -> ExecutionCreateResult | tuple[Execution, Provider]:
         existing = _idempotent_match(api_key=api_key, user=user, idempotency_key=idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, request_hash)
-    return ExecutionCreateResult(execution=execution, created=True)
+        if existing is not None:
+            return _replay(existing, request_hash)
+        signature_version = signature_version_resolve(name=signature, ref=version)
+        clean_inputs = signature_version_validate_inputs(version=signature_version, inputs=inputs)
+        run_config = execution_config_validate(
+            config=config, defaults=signature_version.lm_defaults
+        )
+        chosen = _resolve_provider(provider)
+        execution = Execution(
+            signature_version=signature_version,
+            requested_provider=chosen,
+            inputs=clean_inputs,
+            config=run_config,
+            mode=mode,
+            timeout_s=timeout_s,
+            api_key=api_key,
+            created_by=user if user is not None and user.is_authenticated and user.pk else None,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            batch_id=batch_id,
+        )
+        return execution, chosen
+
+    try:
+        prepared = db_retry(prepare, policy=REQUEST_RETRY)
+        if isinstance(prepared, ExecutionCreateResult):
+            return prepared
+        execution, chosen = prepared
+        return _execution_insert(
+            execution,
+            chosen,
+            match=lambda: _idempotent_match(
+                api_key=api_key, user=user, idempotency_key=idempotency_key
+            ),
+        )
+    except CONNECTION_ERRORS as error:
+        raise DatabaseUnavailable() from error
+
+
+def _execution_insert(
+    execution: Execution, chosen: Provider, *, match: Callable[[], Execution | None]
+) -> ExecutionCreateResult:
+    # The execution's id is chosen before the insert, so after a lost connection the row can
+    # be looked up: committed (answer with it), or not (insert it once more).
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                execution.save(force_insert=True)
+                _enqueue_on_commit(execution.id, chosen)
+        except IntegrityError:
+            # A concurrent request with the same idempotency key won the insert.
+            existing = db_retry(match, policy=REQUEST_RETRY)
+            if existing is None:
+                raise
+            return _replay(existing, execution.request_hash)
+        except CONNECTION_ERRORS:
+            if transaction.get_connection().in_atomic_block:
+                raise
+            db_reconnect()
+            stored = db_retry(
+                lambda: Execution.objects.filter(id=execution.id).first(), policy=REQUEST_RETRY
+            )
+            if stored is not None:
+                logger.warning(
+                    "Execution %s was committed but the answer of its commit was lost",
+                    execution.id,
+                )
+                # The on-commit enqueue never ran; a failure here leaves it to the reaper.
+                try:
+                    execution_enqueue(execution_id=stored.id, provider=chosen)
+                except Exception:
+                    logger.exception("Could not enqueue execution %s", stored.id)
+                return ExecutionCreateResult(execution=stored, created=True)
+        else:
+            return ExecutionCreateResult(execution=execution, created=True)
+    raise DatabaseUnavailable()
 
 
 @dataclass(frozen=True)
@@ -261,16 +314,23 @@ def execution_create_batch(
 
 
 def execution_enqueue(*, execution_id: uuid.UUID, provider: Provider) -> str:
-    """Hand the execution to django-q2, on the cluster the provider's route names."""
+    """Hand the execution to django-q2, on the cluster the provider's route names.
+
+    A lost connection is retried; a task enqueued twice that way runs once (the second
+    delivery finds nothing to claim)."""
     cluster = provider_route(provider=provider).cluster
     options = {"cluster": cluster} if cluster else {}
-    task_id = async_task(
-        "executions.tasks.execution_run",
-        str(execution_id),
-        q_options=options | {"task_name": f"execution-{execution_id}"},
-    )
-    Execution.objects.filter(id=execution_id).update(task_id=task_id)
-    return task_id
+
+    def enqueue() -> str:
+        task_id = async_task(
+            "executions.tasks.execution_run",
+            str(execution_id),
+            q_options=options | {"task_name": f"execution-{execution_id}"},
+        )
+        Execution.objects.filter(id=execution_id).update(task_id=task_id)
+        return task_id
+
+    return db_retry(enqueue, policy=REQUEST_RETRY)
 
 
 def _enqueue_on_commit(execution_id: uuid.UUID, provider: Provider) -> None:
@@ -291,17 +351,35 @@ class Claim:
 
 def execution_claim(*, execution_id: uuid.UUID | str, now: Clock = timezone.now) -> Claim | None:
     """Move a queued execution to running for this worker; None when it is not queued any more
-    (already claimed by a duplicate delivery, cancelled, finished)."""
+    (already claimed by a duplicate delivery, cancelled, finished).
+
+    Survives a lost connection: the claim's `started_at` marks the row as this claim's, so a
+    retry can tell its own earlier update that went through from another worker's."""
     moment = now()
-    claimed = Execution.objects.filter(id=execution_id, status=Execution.Status.QUEUED).update(
-        status=Execution.Status.RUNNING,
-        attempts=F("attempts") + 1,
-        started_at=moment,
-        heartbeat_at=moment,
-    )
-    if not claimed:
+    tries = 0
+
+    def claim() -> int | None:
+        nonlocal tries
+        tries += 1
+        claimed = Execution.objects.filter(id=execution_id, status=Execution.Status.QUEUED).update(
+            status=Execution.Status.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=moment,
+            heartbeat_at=moment,
+        )
+        if not claimed and tries == 1:
+            return None
+        return (
+            Execution.objects.filter(
+                id=execution_id, status=Execution.Status.RUNNING, started_at=moment
+            )
+            .values_list("attempts", flat=True)
+            .first()
+        )
+
+    run = db_retry(claim)
+    if run is None:
         return None
-    run = Execution.objects.filter(id=execution_id).values_list("attempts", flat=True).get()
     return Claim(execution_id=uuid.UUID(str(execution_id)), run=run)
 
 
@@ -312,18 +390,23 @@ def execution_claim_companions(
     worker runs them together and the local runtime can batch their generations."""
     if limit <= 0:
         return []
-    provider_id = (
-        Execution.objects.filter(id=claim.execution_id)
-        .values_list("requested_provider_id", flat=True)
-        .get()
-    )
-    candidates = (
-        Execution.objects.filter(status=Execution.Status.QUEUED, requested_provider_id=provider_id)
-        .order_by("queued_at")
-        .values_list("id", flat=True)[: limit * 2]
-    )
+
+    def candidates() -> list[uuid.UUID]:
+        provider_id = (
+            Execution.objects.filter(id=claim.execution_id)
+            .values_list("requested_provider_id", flat=True)
+            .get()
+        )
+        return list(
+            Execution.objects.filter(
+                status=Execution.Status.QUEUED, requested_provider_id=provider_id
+            )
+            .order_by("queued_at")
+            .values_list("id", flat=True)[: limit * 2]
+        )
+
     claims: list[Claim] = []
-    for candidate in candidates:
+    for candidate in db_retry(candidates):
         companion = execution_claim(execution_id=candidate, now=now)
         if companion is not None:
             claims.append(companion)
@@ -347,21 +430,36 @@ def execution_heartbeat(*, claims: list[Claim], now: Clock = timezone.now) -> in
 
 
 def _error_fields(*, error_type: str, code: str, message: str) -> dict[str, str]:
+    """The error columns of an execution or an attempt. `message` is what API clients see:
+    the toolkit's own words, scrubbed once more in case a caller let a secret in (before it
+    is cut, so that no half of a secret escapes the patterns)."""
     return {
         "error_type": error_type[:200],
         "error_code": code[:64],
-        "error_message": message[:ERROR_MESSAGE_MAX_LENGTH],
+        "error_message": scrub(message, secrets=known_secrets())[:ERROR_MESSAGE_MAX_LENGTH],
     }
 
 
 def _describe(error: BaseException) -> str:
-    """A one-line summary of an error for the aggregated message of a failed chain."""
+    """A one-line summary of an error inside the toolkit, scrubbed."""
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
+    return scrub(text.splitlines()[0], secrets=known_secrets())[:300]
 
 
 def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(outputs, default=str))
+    return _without_nul(json.loads(json.dumps(outputs, default=str)))
+
+
+def _without_nul(value: Any) -> Any:
+    # PostgreSQL cannot store U+0000 in jsonb (nor text), and a model may well generate it:
+    # the outputs keep a visible replacement character instead of failing the execution.
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {key: _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
 
 
 @dataclass
@@ -373,24 +471,49 @@ class _Run:
     failures: list[str] = field(default_factory=list)
     only_timeouts: bool = True
 
+    # Both writes record a provider call already made, so they are retried after a lost
+    # connection (never the call), and each can tell whether an earlier try went through.
+
     def attempt(self, call: ProviderCall, **fields: Any) -> None:
-        ExecutionAttempt.objects.create(
-            execution_id=self.claim.execution_id,
-            run=self.claim.run,
-            position=self.position,
-            provider=call.provider,
-            started_at=call.started_at,
-            duration_s=call.duration_s,
-            **fields,
-        )
+        tries = 0
+
+        def write() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                ExecutionAttempt.objects.create(
+                    execution_id=self.claim.execution_id,
+                    run=self.claim.run,
+                    position=self.position,
+                    provider=call.provider,
+                    started_at=call.started_at,
+                    duration_s=call.duration_s,
+                    **fields,
+                )
+            except IntegrityError:
+                # Only this run writes its positions: the earlier try was committed.
+                if tries == 1:
+                    raise
+
+        db_retry(write)
         self.position += 1
 
     def finish(self, **fields: Any) -> bool:
-        finished = Execution.objects.filter(
-            id=self.claim.execution_id, attempts=self.claim.run, status=Execution.Status.RUNNING
-        ).update(
-            finished_at=self.now(), execution_time_s=time.perf_counter() - self.started, **fields
-        )
+        moment = self.now()
+        execution_time_s = time.perf_counter() - self.started
+        tries = 0
+
+        def write() -> bool:
+            nonlocal tries
+            tries += 1
+            ours = Execution.objects.filter(id=self.claim.execution_id, attempts=self.claim.run)
+            if ours.filter(status=Execution.Status.RUNNING).update(
+                finished_at=moment, execution_time_s=execution_time_s, **fields
+            ):
+                return True
+            return tries > 1 and ours.filter(status=fields["status"], finished_at=moment).exists()
+
+        finished = db_retry(write)
         if not finished:
             logger.warning(
                 "Execution %s run %s finished after it was taken away from this worker; "
@@ -406,16 +529,25 @@ def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
     turn, skipping those whose breaker is open and moving on after a counted failure, until
     one answers. Returns the final status."""
     run = _Run(claim=claim, now=now)
-    try:
+
+    def load() -> tuple[Execution, dspy.Module, list[Provider]]:
         execution = Execution.objects.select_related(
             "signature_version__signature", "requested_provider"
         ).get(id=claim.execution_id)
         program = signature_version_build(version=execution.signature_version)
-        chain = provider_fallback_chain(provider=execution.requested_provider)
+        return execution, program, provider_fallback_chain(provider=execution.requested_provider)
+
+    try:
+        execution, program, chain = db_retry(load)
         for provider in chain:
             status = _try_provider(run, execution, program, provider)
             if status is not None:
                 return status
+    except CONNECTION_ERRORS:
+        # The database stayed away longer than the retries: no outcome can be written, so
+        # the row stays running and the reaper takes it back once its heartbeat is stale.
+        logger.exception("Execution %s lost the database", claim.execution_id)
+        raise
     except Exception as error:
         logger.exception("Execution %s failed inside the toolkit", claim.execution_id)
         run.finish(
@@ -455,9 +587,7 @@ def _try_provider(
             call,
             outcome=ExecutionAttempt.Outcome.REJECTED,
             **_error_fields(
-                error_type="CircuitOpen",
-                code="circuit_open",
-                message=f"The circuit breaker of {provider.name} is open.",
+                error_type="CircuitOpen", code=call.error_code, message=call.public_message
             ),
         )
         run.failures.append(f"{provider.name}: circuit breaker open")
@@ -465,12 +595,16 @@ def _try_provider(
         return None
     if call.error is not None:
         error = call.error
-        code = getattr(error, "code", None) or "provider_error"
-        fields = _error_fields(error_type=type(error).__name__, code=code, message=str(error))
+        # The upstream's own words (scrubbed) are for staff, on the attempt only; clients get
+        # the code and the toolkit's message (`ProviderCall`).
+        fields = _error_fields(
+            error_type=type(error).__name__, code=call.error_code, message=call.public_message
+        )
         run.attempt(
             call,
             outcome=ExecutionAttempt.Outcome.FAILED,
             counted_by_breaker=call.counted_by_breaker,
+            error_detail=call.detail,
             **fields,
         )
         if not call.counted_by_breaker:
@@ -478,7 +612,7 @@ def _try_provider(
             # provider would not do better, so the execution fails here.
             run.finish(status=Execution.Status.FAILED, **fields)
             return Execution.Status.FAILED
-        run.failures.append(f"{provider.name}: {type(error).__name__}: {_describe(error)}")
+        run.failures.append(f"{provider.name}: {type(error).__name__}: {call.public_message}")
         run.only_timeouts = run.only_timeouts and isinstance(
             error, dspy.LMTimeoutError | TimeoutError
         )
@@ -514,6 +648,30 @@ def execution_cancel(*, execution: Execution, now: Clock = timezone.now) -> Exec
     return execution
 
 
+def _queued_without_a_live_task(*, threshold: datetime, now: datetime) -> list[Execution]:
+    queued = (
+        Execution.objects.filter(status=Execution.Status.QUEUED, queued_at__lt=threshold)
+        .select_related("requested_provider")
+        .only("id", "task_id", "requested_provider")
+        .order_by("queued_at")
+    )
+    never_enqueued = list(queued.filter(task_id="")[:REAP_BATCH])
+    by_cluster: dict[str | None, list[Execution]] = {}
+    for row in queued.exclude(task_id="")[:REAP_BATCH]:
+        cluster = provider_route(provider=row.requested_provider).cluster
+        by_cluster.setdefault(cluster, []).append(row)
+    stranded: list[Execution] = []
+    for cluster, rows in by_cluster.items():
+        lost = broker_stranded_task_ids(
+            cluster=cluster,
+            task_ids=[row.task_id for row in rows],
+            pulled_before=threshold,
+            now=now,
+        )
+        stranded += [row for row in rows if row.task_id in lost]
+    return never_enqueued + stranded
+
+
 @dataclass(frozen=True)
 class ReapResult:
     requeued: list[uuid.UUID]
@@ -529,20 +687,16 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
     """Recover running executions whose worker stopped sending heartbeats (killed, lost).
 
     Each goes back to the queue while it has claims left (`EXECUTIONS_MAX_RUN_ATTEMPTS`), else
-    fails with the code `worker_lost`. Queued executions that never got a task (the broker was
-    unreachable when they were committed) are enqueued again.
+    fails with the code `worker_lost`. Queued executions (older than the stale threshold)
+    whose task will not reach a worker by itself are enqueued again: those that never got a
+    task (the broker was unreachable when they were committed), and those whose task is
+    stranded in the broker (pulled by a cluster that died, see `executions.broker`).
     """
     moment = now()
     stale_after = settings.EXECUTIONS_STALE_AFTER_S
     threshold = moment - timedelta(seconds=stale_after)
     max_attempts = settings.EXECUTIONS_MAX_RUN_ATTEMPTS
-    orphans = list(
-        Execution.objects.filter(
-            status=Execution.Status.QUEUED, task_id="", queued_at__lt=threshold
-        )
-        .select_related("requested_provider")
-        .only("id", "requested_provider")[:REAP_BATCH]
-    )
+    orphans = _queued_without_a_live_task(threshold=threshold, now=moment)
     for orphan in orphans:
         _enqueue_on_commit(orphan.id, orphan.requested_provider)
     stale = (

@@ -12,8 +12,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 
+from core.db import RetryPolicy, db_reconnect, db_retry
 from executions import services
 from executions.models import Execution
 from executions.services import (
@@ -46,14 +47,16 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         try:
+            # A beat is worth a few tries on a new connection, but not longer than till the next.
+            policy = RetryPolicy(max_elapsed_s=settings.EXECUTIONS_HEARTBEAT_S)
             while not self.stop.wait(settings.EXECUTIONS_HEARTBEAT_S):
                 try:
-                    execution_heartbeat(claims=self.claims)
+                    db_retry(lambda: execution_heartbeat(claims=self.claims), policy=policy)
                 except DatabaseError:
                     # A missed beat is harmless unless they keep failing for the whole stale
                     # threshold, and then the reaper's recovery is the right outcome anyway.
                     logger.exception("Could not write the heartbeat of %s", self.claims)
-                    close_old_connections()
+                    db_reconnect()
         finally:
             connection.close()
 
@@ -72,7 +75,9 @@ def execution_run(execution_id: str) -> str:
     if claim is None:
         return "not queued any more (claimed by another delivery, cancelled or finished)"
     claims = [claim]
-    execution = Execution.objects.select_related("requested_provider").get(id=claim.execution_id)
+    execution = db_retry(
+        lambda: Execution.objects.select_related("requested_provider").get(id=claim.execution_id)
+    )
     route = provider_route(provider=execution.requested_provider)
     if route.batch_size > 1:
         claims += execution_claim_companions(claim=claim, limit=route.batch_size - 1)

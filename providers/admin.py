@@ -4,8 +4,6 @@ The API key of an `openai` provider is never shown: only its variable name and w
 variable is set.
 """
 
-import os
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -19,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from core.admin import ReadOnlyAdminMixin
 from providers import breakers, selectors, services
+from providers.lms import provider_api_key_configured
 from providers.models import BreakerEvent, CircuitBreaker, Provider, ProviderFallback
 
 
@@ -109,9 +108,7 @@ class ProviderAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description="API key set")
     def api_key_configured(self, provider: Provider) -> bool | None:
-        if not provider.api_key_env:
-            return None
-        return bool(os.environ.get(provider.api_key_env))
+        return provider_api_key_configured(provider=provider)
 
     def save_formset(self, request, form, formset, change) -> None:
         if isinstance(formset, FallbackFormSet):

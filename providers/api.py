@@ -1,21 +1,32 @@
 """REST API of provider configurations and the hardware report (mounted under /api/v1/).
 
-The API key of an `openai` provider never appears: only the name of its environment variable
-and whether that variable is set in the server's environment.
+Provider configurations and the hardware report are for staff with the model's permissions
+(`providers.view_provider` to read); any client may list the providers it can use
+(`/providers/available/`: names and kinds). The API key of an `openai` provider never appears:
+only the name of its environment variable and whether it is set.
 """
 
-import os
 from typing import Any
 
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    OpenApiTypes,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import generics, serializers
-from rest_framework.permissions import DjangoModelPermissions, IsAuthenticated
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.permissions import ModelPermissionsWithView
 from core.api.schema import error_response
 from providers import selectors, services
+from providers.lms import provider_api_key_configured
 from providers.models import PROVIDER_FIELDS, Provider
 
 
@@ -24,6 +35,13 @@ class FallbackNamesField(serializers.ListField):
 
     def get_attribute(self, provider: Provider) -> list[str]:
         return [link.fallback.name for link in provider.fallback_links.all()]
+
+
+class ProviderSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Provider
+        fields = ["name", "kind"]
+        read_only_fields = fields
 
 
 class ProviderSerializer(serializers.ModelSerializer):
@@ -48,7 +66,7 @@ class ProviderSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "updated_at"]
 
     def get_api_key_configured(self, provider: Provider) -> bool:
-        return bool(provider.api_key_env) and bool(os.environ.get(provider.api_key_env))
+        return bool(provider_api_key_configured(provider=provider))
 
     def validate_fallbacks(self, names: list[str]) -> list[Provider]:
         found = {provider.name: provider for provider in Provider.objects.filter(name__in=names)}
@@ -67,20 +85,146 @@ class ProviderSerializer(serializers.ModelSerializer):
         return services.provider_update(provider=provider, data=validated_data, fallbacks=fallbacks)
 
 
+_NAME_PARAMETER = OpenApiParameter(
+    "name",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The provider's name.",
+    examples=[OpenApiExample("remote-vllm", value="remote-vllm")],
+)
+_UNKNOWN_PROVIDER = error_response("Unknown provider.")
+_WRITE_FORBIDDEN = error_response(
+    "Needs the provider model permission (`providers.add_provider`, `change_provider`, "
+    "`delete_provider`); an API key may only read providers."
+)
+_INVALID_PROVIDER = error_response(
+    "The configuration is invalid for its kind (a missing model directory, base URL or "
+    "engine, an unset API key variable), the name is taken or reserved, or the fallbacks are "
+    "unknown or form a cycle; each problem keyed by its field."
+)
+_REMOTE = {
+    "name": "remote-vllm",
+    "kind": "openai",
+    "model": "Qwen/Qwen2.5-7B-Instruct",
+    "base_url": "http://vllm:8000/v1",
+    "max_tokens": 512,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "timeout_s": 120.0,
+    "adapter": "chat",
+    "enabled": True,
+    "fallbacks": ["local-default"],
+}
+_PROVIDER = _REMOTE | {
+    "hardware_optimization": True,
+    "api_key_env": "",
+    "engine_path": "",
+    "api_key_configured": False,
+    "created_at": "2026-01-05T10:00:00.000000Z",
+    "updated_at": "2026-01-05T10:00:00.000000Z",
+}
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="List providers",
+        description="Provider configurations by name, filtered by kind or enabled state.",
+    ),
+    post=extend_schema(
+        summary="Create a provider",
+        description=(
+            "A provider of one kind: `mlx` (a local model directory), `openai` (an "
+            "OpenAI-compatible endpoint; its key is read from the environment variable "
+            "`api_key_env` names) or `custom` (an engine class). `fallbacks` are tried in "
+            "order when it fails."
+        ),
+        responses={201: ProviderSerializer, 400: _INVALID_PROVIDER, 403: _WRITE_FORBIDDEN},
+        examples=[
+            OpenApiExample(
+                "An OpenAI-compatible endpoint falling back to the local model",
+                request_only=True,
+                value=_REMOTE
+                | {
+                    "name": "remote-llama",
+                    "model": "llama-3.1-8b-instruct",
+                    "base_url": "http://llm.internal:8080/v1",
+                    "timeout_s": 60.0,
+                },
+            ),
+            OpenApiExample("Created", response_only=True, status_codes=["201"], value=_PROVIDER),
+        ],
+    ),
+)
 class ProviderListCreateApi(generics.ListCreateAPIView):
     serializer_class = ProviderSerializer
-    permission_classes = [IsAuthenticated, DjangoModelPermissions]
+    permission_classes = [IsAuthenticated, ModelPermissionsWithView]
     queryset = selectors.provider_list()
     filterset_fields = ["kind", "enabled"]
 
 
+@extend_schema_view(
+    get=extend_schema(
+        summary="Get a provider",
+        description="One provider's configuration and its ordered fallbacks.",
+        parameters=[_NAME_PARAMETER],
+        responses={200: ProviderSerializer, 404: _UNKNOWN_PROVIDER},
+        examples=[OpenApiExample("A provider", response_only=True, value=_PROVIDER)],
+    ),
+    put=extend_schema(
+        summary="Replace a provider's configuration",
+        description=(
+            "The configuration as a whole: `name`, `kind` and `model` are required; the "
+            "settings left out (`fallbacks` included) keep their values."
+        ),
+        parameters=[_NAME_PARAMETER],
+        responses={
+            200: ProviderSerializer,
+            400: _INVALID_PROVIDER,
+            403: _WRITE_FORBIDDEN,
+            404: _UNKNOWN_PROVIDER,
+        },
+        examples=[OpenApiExample("The whole configuration", request_only=True, value=_REMOTE)],
+    ),
+    patch=extend_schema(
+        summary="Change some of a provider's settings",
+        description="Only the settings given change; the rest are kept.",
+        parameters=[_NAME_PARAMETER],
+        responses={
+            200: ProviderSerializer,
+            400: _INVALID_PROVIDER,
+            403: _WRITE_FORBIDDEN,
+            404: _UNKNOWN_PROVIDER,
+        },
+        examples=[
+            OpenApiExample("Take it out of service", request_only=True, value={"enabled": False}),
+            OpenApiExample(
+                "A longer timeout and another fallback order",
+                request_only=True,
+                value={"timeout_s": 300.0, "fallbacks": ["local-default"]},
+            ),
+        ],
+    ),
+)
 class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = ProviderSerializer
-    permission_classes = [IsAuthenticated, DjangoModelPermissions]
+    permission_classes = [IsAuthenticated, ModelPermissionsWithView]
     queryset = selectors.provider_list()
     lookup_field = "name"
 
-    @extend_schema(responses={204: None, 409: error_response("Executions reference it.")})
+    @extend_schema(
+        summary="Delete a provider",
+        description=(
+            "Deletes the provider and the fallback links to and from it; refused while "
+            "recorded executions reference it (disable it instead)."
+        ),
+        parameters=[_NAME_PARAMETER],
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            403: _WRITE_FORBIDDEN,
+            404: _UNKNOWN_PROVIDER,
+            409: error_response("Recorded executions reference it."),
+        },
+    )
     def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().delete(request, *args, **kwargs)
 
@@ -88,12 +232,79 @@ class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
         services.provider_delete(provider=provider)
 
 
-class HardwareApi(APIView):
-    """The machine and MLX backend this server runs local models on."""
+class AvailableProvidersApi(generics.ListAPIView):
+    """The providers a client may name in an execution: enabled ones, by name and kind only
+    (their configuration is for staff)."""
 
+    serializer_class = ProviderSummarySerializer
     permission_classes = [IsAuthenticated]
+    pagination_class = None
+    filter_backends: list = []
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="providers_hardware")
+    def get_queryset(self):
+        return Provider.objects.filter(enabled=True).order_by("name").only("name", "kind")
+
+    @extend_schema(
+        operation_id="providers_available",
+        summary="List the providers a client may use",
+        responses={200: ProviderSummarySerializer(many=True)},
+        examples=[
+            # A list view's example is one item; the schema lists it.
+            OpenApiExample(
+                "The default provider",
+                response_only=True,
+                value={"name": "local-default", "kind": "mlx"},
+            )
+        ],
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class HardwareApi(APIView):
+    """The machine and MLX backend this server runs local models on (staff only: it
+    describes the server)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        operation_id="providers_hardware",
+        summary="Describe the machine local models run on",
+        responses={
+            200: inline_serializer(
+                "HardwareReport",
+                {
+                    "os": serializers.CharField(help_text="`Linux`, `Darwin`, ..."),
+                    "os_release": serializers.CharField(),
+                    "machine": serializers.CharField(help_text="`x86_64`, `arm64`, ..."),
+                    "apple_silicon": serializers.BooleanField(),
+                    "mlx_backend": serializers.ChoiceField(choices=["metal", "cuda", "cpu"]),
+                    "mlx_version": serializers.CharField(),
+                    "mlx_lm_version": serializers.CharField(allow_null=True),
+                    "memory_total_bytes": serializers.IntegerField(),
+                    "memory_available_bytes": serializers.IntegerField(),
+                    "cpu_count": serializers.IntegerField(),
+                    "fast_blas_in_use": serializers.BooleanField(
+                        help_text="Whether MLX's CPU kernels get a fast BLAS in this process."
+                    ),
+                    "blas_library": serializers.CharField(
+                        allow_null=True, help_text="The BLAS MLX calls, when known."
+                    ),
+                    "fast_blas_installed": serializers.CharField(
+                        allow_null=True,
+                        help_text="The path of an installed OpenBLAS to preload (Linux).",
+                    ),
+                    "fast_blas_package": serializers.CharField(
+                        allow_null=True, help_text="The package that provides it (Linux)."
+                    ),
+                    "cpu_optimizations": serializers.ListField(
+                        child=serializers.CharField(),
+                        help_text="What a local model load applies on this machine.",
+                    ),
+                },
+            )
+        },
+    )
     def get(self, request: Request) -> Response:
         from providers.mlx.hardware import hardware_report
 

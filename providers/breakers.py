@@ -9,6 +9,10 @@ the breaker's row lock (`select_for_update`), so web and worker processes agree 
 and half-open never admits more trial calls than configured.
 
 Time comes from a `now` callable so tests drive transitions without sleeping.
+
+The calls that bracket a provider call (permission, outcome) are retried after a lost
+database connection (`core.db`): an outcome is worth recording once the call was made, even at
+the small risk of counting it twice when the first try's commit went through unseen.
 """
 
 from collections.abc import Callable
@@ -18,6 +22,7 @@ import dspy
 from django.db import transaction
 from django.utils import timezone
 
+from core.db import db_retrying
 from providers.models import BreakerEvent, CircuitBreaker, Provider
 
 Clock = Callable[[], datetime]
@@ -150,6 +155,7 @@ def _expire_states(breaker: CircuitBreaker, *, now: datetime) -> None:
         )
 
 
+@db_retrying()
 @transaction.atomic
 def breaker_acquire_permission(*, provider: Provider, now: Clock = timezone.now) -> bool:
     """Ask to call the provider: True admits the call (and, half-open, takes a trial permit).
@@ -213,6 +219,7 @@ def _record(provider: Provider, *, failed: bool, duration_s: float, now: Clock) 
     breaker.save(update_fields=STATE_FIELDS)
 
 
+@db_retrying()
 @transaction.atomic
 def breaker_record_success(
     *, provider: Provider, duration_s: float, now: Clock = timezone.now
@@ -221,6 +228,7 @@ def breaker_record_success(
     _record(provider, failed=False, duration_s=duration_s, now=now)
 
 
+@db_retrying()
 @transaction.atomic
 def breaker_record_failure(
     *, provider: Provider, duration_s: float, now: Clock = timezone.now
@@ -229,6 +237,7 @@ def breaker_record_failure(
     _record(provider, failed=True, duration_s=duration_s, now=now)
 
 
+@db_retrying()
 @transaction.atomic
 def breaker_release_permission(*, provider: Provider) -> None:
     """Report an admitted call whose outcome says nothing about the provider (not counted).

@@ -6,6 +6,7 @@ outcome says nothing about the provider) and returns what happened, failures inc
 `provider_route` says where a provider's calls should run (which cluster, how many together).
 """
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from typing import Any
 import dspy
 from django.conf import settings
 from django.utils import timezone
+from dspy.utils.exceptions import AdapterParseError, LMUnexpectedError
 
+from core.secrets import known_secrets, redact, scrub
 from providers.breakers import (
     breaker_acquire_permission,
     breaker_counts_failure,
@@ -24,7 +27,8 @@ from providers.breakers import (
     breaker_release_permission,
 )
 from providers.engines import collect_generation_stats
-from providers.lms import provider_adapter, provider_build_lm
+from providers.exceptions import LMMalformedResponseError
+from providers.lms import provider_adapter, provider_api_key, provider_build_lm
 from providers.models import Provider
 
 Clock = Callable[[], datetime]
@@ -79,8 +83,10 @@ def provider_execute(
     applied: list[str] = []
     for item in stats:
         applied.extend(name for name in item.applied_optimizations if name not in applied)
+    # An endpoint that echoes the request into its answer must not hand the key to clients.
+    outputs = _scrubbed(dict(prediction.items()), provider_secrets(provider=provider))
     return ProviderResult(
-        outputs=dict(prediction.items()),
+        outputs=outputs,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         peak_memory_mb=max(peaks) if peaks else None,
@@ -96,6 +102,12 @@ class ProviderCall:
     Exactly one of three: `refused` (its breaker is open: nothing was called), `result` (it
     answered), or `error` (it raised; `counted_by_breaker` says whether the error counted
     against the provider's health, which is also whether another provider could do better).
+
+    A failure is described three ways, for three readers: `error_code` (stable, for
+    programs), `public_message` (written by the toolkit from the error's class and HTTP status,
+    for API clients: never upstream text) and `detail` (what the error and its causes said,
+    scrubbed of the provider's key and anything that looks like a credential, for staff).
+    `error` itself holds the raw text: never store or show it.
     """
 
     provider: Provider
@@ -105,10 +117,124 @@ class ProviderCall:
     result: ProviderResult | None = None
     error: BaseException | None = None
     counted_by_breaker: bool = False
+    error_code: str = ""
+    public_message: str = ""
+    detail: str = ""
 
     @property
     def succeeded(self) -> bool:
         return self.result is not None
+
+
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def provider_error_code(error: BaseException) -> str:
+    """The error's stable code: its class's (DSPy's `default_code`, an application error's
+    `code`), never a value the upstream sent; `provider_error` when the class has none."""
+    for attribute in ("default_code", "code"):
+        code = getattr(type(error), attribute, None)
+        if isinstance(code, str) and _CODE.match(code):
+            return code
+    return "provider_error"
+
+
+def _http_status(error: BaseException) -> int | None:
+    status = getattr(error, "status", None)
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    return status if isinstance(status, int) and 100 <= status <= 599 else None
+
+
+def _status_text(status: int | None) -> str:
+    if status is None:
+        return ""
+    kind = "server error" if status >= 500 else "client error" if status >= 400 else "response"
+    return f" HTTP {status} ({kind})"
+
+
+def provider_error_public_message(*, provider: Provider, error: BaseException) -> str:
+    """A message about the failure written by the toolkit alone, from the error's class and
+    HTTP status: safe to return to API clients whatever the upstream said."""
+    name = provider.name
+    status = _http_status(error)
+    if isinstance(error, dspy.LMTimeoutError | TimeoutError):
+        return f"The provider {name} did not answer within its timeout ({provider.timeout_s:g} s)."
+    if isinstance(error, dspy.LMTransportError | ConnectionError):
+        return f"The provider {name} could not be reached."
+    if isinstance(error, dspy.LMAuthError):
+        if status is None:
+            return f"The provider {name} has no usable API key on this server."
+        return f"The provider {name} refused the toolkit's credentials (HTTP {status})."
+    if isinstance(error, dspy.LMRateLimitError):
+        return f"The provider {name} is limiting the toolkit's requests (HTTP {status or 429})."
+    if isinstance(error, dspy.ContextWindowExceededError):
+        return f"The request does not fit the context window of the provider {name}'s model."
+    if isinstance(error, LMMalformedResponseError):
+        return f"The provider {name} answered with a body that is not the JSON it promised."
+    if isinstance(error, AdapterParseError):
+        return (
+            f"The answer of the provider {name}'s model could not be read as the signature's "
+            "output fields."
+        )
+    if status is not None:
+        return f"The provider {name} answered{_status_text(status)}."
+    if isinstance(error, dspy.LMServerError):
+        return f"The provider {name} failed (server error)."
+    if isinstance(error, dspy.LMError) and not isinstance(error, LMUnexpectedError):
+        return f"The call to the provider {name} failed ({provider_error_code(error)})."
+    return f"The provider {name} failed with an unexpected error."
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _error_text(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {str(error).strip()}"
+    facts = [
+        f"{label} {value}"
+        for label, value in (
+            ("HTTP status", getattr(error, "status", None)),
+            ("provider code", getattr(error, "provider_code", None)),
+            ("request id", getattr(error, "request_id", None)),
+        )
+        if value not in (None, "")
+    ]
+    return f"{text} ({'; '.join(facts)})" if facts else text
+
+
+def provider_secrets(*, provider: Provider) -> list[str]:
+    """What must never appear in text about this provider: its own API key, and every other
+    secret the toolkit holds (`core.secrets.known_secrets`)."""
+    return [provider_api_key(provider=provider) or "", *known_secrets()]
+
+
+def provider_error_detail(*, provider: Provider, error: BaseException) -> str:
+    """What the error and each of its causes said, scrubbed: for staff (the admin, logs)."""
+    texts: list[str] = []
+    for item in _chain(error):
+        text = _error_text(item)
+        if text not in texts:
+            texts.append(text)
+    return scrub("\ncaused by ".join(texts), secrets=provider_secrets(provider=provider))
+
+
+def _scrubbed(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets=secrets)
+    if isinstance(value, list | tuple):
+        return type(value)(_scrubbed(item, secrets) for item in value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, secrets) for key, item in value.items()}
+    return value
 
 
 def provider_call(
@@ -123,7 +249,13 @@ def provider_call(
     own failure (the returned `ProviderCall` carries it)."""
     started_at = now()
     if not breaker_acquire_permission(provider=provider, now=now):
-        return ProviderCall(provider=provider, started_at=started_at, refused=True)
+        return ProviderCall(
+            provider=provider,
+            started_at=started_at,
+            refused=True,
+            error_code="circuit_open",
+            public_message=f"The circuit breaker of {provider.name} is open.",
+        )
     clock = time.perf_counter()
     try:
         result = provider_execute(provider=provider, program=program, inputs=inputs, config=config)
@@ -140,6 +272,9 @@ def provider_call(
             duration_s=duration_s,
             error=error,
             counted_by_breaker=counted,
+            error_code=provider_error_code(error),
+            public_message=provider_error_public_message(provider=provider, error=error),
+            detail=provider_error_detail(provider=provider, error=error),
         )
     duration_s = time.perf_counter() - clock
     breaker_record_success(provider=provider, duration_s=duration_s, now=now)

@@ -28,7 +28,8 @@ def _enabled_providers(alias: str) -> list:
 CHECKED_FIELDS = {
     ("openai", "api_key_env"): (
         "providers.W001",
-        "Set the variable for the web and worker processes, or disable the provider.",
+        "Name a variable that PROVIDERS_KEY_ENV_PATTERN (or PROVIDERS_KEY_ENV_ALLOWED) admits "
+        "and set it for the web and worker processes, or disable the provider.",
     ),
     ("mlx", "model"): (
         "providers.W002",

@@ -1,10 +1,11 @@
 """Each provider's `dspy.LM` and adapter, built once per process, and local model warm-up."""
 
-import os
 import threading
 
 import dspy
 
+from core import env
+from core.secrets import key_variable_problem
 from providers.adapters import CompactAdapter
 from providers.engines import EngineConfig, MLXEngine, OpenAICompatibleLM, engine_class_import
 from providers.models import PROVIDER_FIELDS, Provider
@@ -35,12 +36,40 @@ _lm_cache: dict[int, tuple[tuple, dspy.LM]] = {}
 _lm_cache_lock = threading.Lock()
 
 
+def provider_api_key(*, provider: Provider) -> str | None:
+    """The value of the provider's key variable, or None when it names none or it is unset.
+
+    Whatever the row says, a variable the rules refuse (`core.secrets.key_variable_problem`)
+    is read only to scrub it from error text, never sent: see `_api_key`.
+    """
+    return env.get_secret(provider.api_key_env) if provider.api_key_env else None
+
+
+def provider_api_key_configured(*, provider: Provider) -> bool | None:
+    """Whether the provider has a key it may use: its variable is allowed and set (None when
+    it names no variable)."""
+    if not provider.api_key_env:
+        return None
+    return key_variable_problem(provider.api_key_env) is None and bool(
+        provider_api_key(provider=provider)
+    )
+
+
 def _api_key(provider: Provider) -> str:
     if not provider.api_key_env:
         # The OpenAI client refuses to send a request without a key; endpoints without
         # authentication (such as mlx_lm.server) ignore whatever is sent.
         return "no-key"
-    key = os.environ.get(provider.api_key_env)
+    # A row stored before the rule existed (or written past the services) must not send a
+    # server variable, say DATABASE_URL, to the provider's endpoint.
+    problem = key_variable_problem(provider.api_key_env)
+    if problem:
+        raise dspy.LMAuthError(
+            f"The API key variable of provider {provider.name!r} is refused: {problem}",
+            model=provider.model,
+            provider=provider.name,
+        )
+    key = provider_api_key(provider=provider)
     if not key:
         raise dspy.LMAuthError(
             f"The environment variable {provider.api_key_env!r} holding the API key of provider "

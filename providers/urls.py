@@ -2,11 +2,17 @@
 
 from django.urls import path
 
-from providers.api import HardwareApi, ProviderDetailApi, ProviderListCreateApi
+from providers.api import (
+    AvailableProvidersApi,
+    HardwareApi,
+    ProviderDetailApi,
+    ProviderListCreateApi,
+)
 
 urlpatterns = [
     path("providers/", ProviderListCreateApi.as_view(), name="providers"),
-    # Before the detail route: "hardware" is a reserved provider name.
+    # Before the detail route: "hardware" and "available" are reserved provider names.
     path("providers/hardware/", HardwareApi.as_view(), name="providers-hardware"),
+    path("providers/available/", AvailableProvidersApi.as_view(), name="providers-available"),
     path("providers/<str:name>/", ProviderDetailApi.as_view(), name="provider-detail"),
 ]

@@ -2,13 +2,14 @@
 the admin and the system checks all use it, and it imports no model).
 """
 
-import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
+from core import env
+from core.secrets import key_variable_problem
 from providers.choices import ProviderAdapter, ProviderKind
 from providers.engines import engine_class_import, engine_contract_problems
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from providers.models import Provider
 
 # Path segments of the API that a provider name would shadow (/api/v1/providers/<name>/).
-RESERVED_NAMES = frozenset({"hardware"})
+RESERVED_NAMES = frozenset({"hardware", "available"})
 
 PROVIDER_NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -65,14 +66,32 @@ def provider_config_errors(*, provider: "Provider") -> dict[str, list[str]]:
         add("model", "This field is required.")
     elif provider.kind == ProviderKind.MLX:
         path = provider.model_path()
-        if not path.is_dir():
-            add("model", f"The model directory {str(path)!r} does not exist or is not reachable.")
-        elif not (path / "config.json").is_file():
-            add("model", f"{str(path)!r} is not an MLX model directory (no config.json).")
+        try:
+            is_dir, has_config = path.is_dir(), (path / "config.json").is_file()
+        except OSError as exc:
+            # A name the file system refuses outright (a component over 255 bytes, ...).
+            add("model", f"{str(path)[:200]!r} is not a usable path: {exc.strerror}.")
+        else:
+            if not is_dir:
+                add(
+                    "model",
+                    f"The model directory {str(path)!r} does not exist or is not reachable.",
+                )
+            elif not has_config:
+                add("model", f"{str(path)!r} is not an MLX model directory (no config.json).")
+    # Every kind: a custom engine receives the variable's name too. A malformed name is the
+    # field validator's to report.
+    key_problem = (
+        provider.api_key_env
+        and ENV_VAR_NAME_VALIDATOR.regex.search(provider.api_key_env)
+        and key_variable_problem(provider.api_key_env)
+    )
+    if key_problem:
+        add("api_key_env", key_problem)
     if provider.kind == ProviderKind.OPENAI:
         if not provider.base_url:
             add("base_url", "An openai provider needs the base URL of its endpoint.")
-        if provider.api_key_env and not os.environ.get(provider.api_key_env):
+        if provider.api_key_env and not key_problem and not env.get_secret(provider.api_key_env):
             add(
                 "api_key_env",
                 f"The environment variable {provider.api_key_env!r} is not set in this process.",

@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core import generation
-from core.api.schema import error_response
+from core.api.schema import JSONObjectField, error_response
 from registry import selectors
 from registry.exceptions import InvalidSpec
 from registry.field_types import FieldType
@@ -30,27 +30,66 @@ from registry.models import Alias, Signature, SignatureVersion
 from registry.services.aliases import ANY_VERSION, alias_remove, alias_set
 from registry.services.signatures import signature_create, signature_update
 from registry.services.versions import signature_version_create
-from registry.specs import NAME_MAX_LENGTH, NAME_PATTERN, ModuleKind
+from registry.specs import (
+    ALIAS_MAX_LENGTH,
+    CHOICE_MAX_LENGTH,
+    DESCRIPTION_MAX_LENGTH,
+    FIELD_NAME_MAX_LENGTH,
+    INSTRUCTIONS_MAX_LENGTH,
+    MAX_CHOICES,
+    MAX_FIELDS,
+    MAX_TAGS,
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    PREFIX_MAX_LENGTH,
+    TAG_MAX_LENGTH,
+    ModuleKind,
+)
+
+# What `registry.specs` accepts as a field name, as far as a pattern can say it: an ASCII
+# identifier without a leading underscore (keywords and DSPy's reserved names are refused too).
+FIELD_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 # Serializers. Requests are validated by registry.specs (one set of rules for the API, the
-# admin, imports and discovery); the request serializers document their shape in the schema.
+# admin, imports and discovery); the request serializers document their shape in the schema,
+# with the limits registry.specs enforces.
 
 
 class FieldSpecSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="A Python identifier, unique within the version.")
+    """One input or output field of a version. Unknown keys are refused."""
+
+    name = serializers.RegexField(
+        FIELD_NAME_PATTERN,
+        max_length=FIELD_NAME_MAX_LENGTH,
+        help_text=(
+            "A Python identifier, unique within the version (inputs and outputs together); not "
+            "a keyword and not a name DSPy reserves (`instructions`, `config`, `reasoning`, ...)."
+        ),
+    )
     type = serializers.ChoiceField(choices=FieldType.choices)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=DESCRIPTION_MAX_LENGTH
+    )
     prefix = serializers.CharField(
-        required=False, allow_null=True, default=None, help_text="Optional prompt prefix."
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default=None,
+        max_length=PREFIX_MAX_LENGTH,
+        help_text="Optional prompt prefix; null: DSPy derives it from the name.",
     )
     choices = serializers.ListField(
-        child=serializers.CharField(),
+        child=serializers.CharField(max_length=CHOICE_MAX_LENGTH),
         required=False,
-        help_text="The allowed values; required for `literal`, forbidden otherwise.",
+        min_length=1,
+        max_length=MAX_CHOICES,
+        help_text="The allowed values, distinct; required for `literal`, forbidden otherwise.",
     )
 
 
 class LmDefaultsSerializer(serializers.Serializer):
+    """The version's generation defaults; an execution's `config` overrides them."""
+
     temperature = serializers.FloatField(
         required=False, min_value=generation.TEMPERATURE_MIN, max_value=generation.TEMPERATURE_MAX
     )
@@ -60,33 +99,60 @@ class LmDefaultsSerializer(serializers.Serializer):
 
 
 class VersionSpecSerializer(serializers.Serializer):
-    instructions = serializers.CharField(help_text="The task, as the model is told it.")
-    input_fields = FieldSpecSerializer(many=True)
-    output_fields = FieldSpecSerializer(many=True)
+    """A version's spec: what defines its behaviour, and a changelog."""
+
+    instructions = serializers.CharField(
+        max_length=INSTRUCTIONS_MAX_LENGTH, help_text="The task, as the model is told it."
+    )
+    input_fields = serializers.ListField(
+        child=FieldSpecSerializer(), min_length=1, max_length=MAX_FIELDS
+    )
+    output_fields = serializers.ListField(
+        child=FieldSpecSerializer(), min_length=1, max_length=MAX_FIELDS
+    )
     module_kind = serializers.ChoiceField(
         choices=ModuleKind.choices, required=False, default=ModuleKind.PREDICT
     )
-    lm_defaults = LmDefaultsSerializer(required=False)
-    compiled_state = serializers.JSONField(
+    lm_defaults = LmDefaultsSerializer(required=False, allow_null=True)
+    compiled_state = JSONObjectField(
         required=False,
         allow_null=True,
         help_text="DSPy program state from `module.dump_state()` (demos, instructions).",
     )
-    changelog = serializers.CharField(required=False, allow_blank=True, default="")
+    changelog = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default="", help_text="What changed."
+    )
+
+
+def _tags_field(**kwargs: Any) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=TAG_MAX_LENGTH),
+        max_length=MAX_TAGS,
+        help_text="Tags; stored trimmed, lowercase, distinct and sorted.",
+        **kwargs,
+    )
 
 
 class SignatureCreateSerializer(serializers.Serializer):
-    name = serializers.RegexField(NAME_PATTERN, max_length=NAME_MAX_LENGTH)
+    name = serializers.RegexField(
+        NAME_PATTERN,
+        max_length=NAME_MAX_LENGTH,
+        help_text="Lowercase letters, digits and underscores, from a letter; cannot change.",
+    )
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    tags = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    tags = _tags_field(required=False, allow_null=True, default=list)
     version = VersionSpecSerializer(
-        required=False, help_text="Optional first version, created with the signature."
+        required=False,
+        allow_null=True,
+        help_text="Optional first version, created with the signature.",
     )
 
 
 class SignatureUpdateSerializer(serializers.Serializer):
-    description = serializers.CharField(required=False, allow_blank=True)
-    tags = serializers.ListField(child=serializers.CharField(), required=False)
+    """Only the description and the tags; any other key is refused."""
+
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    tags = _tags_field(required=False, allow_null=True)
 
 
 class AliasMoveSerializer(serializers.Serializer):
@@ -130,7 +196,7 @@ class VersionSerializer(VersionSummarySerializer):
     input_fields = FieldSpecSerializer(many=True)
     output_fields = FieldSpecSerializer(many=True)
     lm_defaults = LmDefaultsSerializer()
-    compiled_state = serializers.JSONField(allow_null=True)
+    compiled_state = JSONObjectField(allow_null=True)
     aliases = serializers.SerializerMethodField(help_text="Aliases pointing at this version.")
 
     class Meta:
@@ -165,6 +231,9 @@ class VersionCreatedSerializer(VersionSerializer):
 
 
 class SignatureSerializer(serializers.ModelSerializer):
+    tags = serializers.ListField(
+        child=serializers.CharField(), help_text="Lowercase tags, distinct and sorted."
+    )
     latest_version = serializers.SerializerMethodField()
     aliases = serializers.SerializerMethodField(help_text="Alias name to version number.")
 
@@ -196,6 +265,66 @@ class SignatureDetailSerializer(SignatureSerializer):
         fields = [*SignatureSerializer.Meta.fields, "versions", "alias_details"]
 
 
+_NAME_PARAMETER = OpenApiParameter(
+    "name",
+    {"type": "string", "pattern": NAME_PATTERN.pattern, "maxLength": NAME_MAX_LENGTH},
+    OpenApiParameter.PATH,
+    description="The signature's name.",
+    examples=[OpenApiExample("qa", value="qa")],
+)
+_NUMBER_PARAMETER = OpenApiParameter(
+    "number",
+    {"type": "integer", "minimum": 1},
+    OpenApiParameter.PATH,
+    description="The version number (1, 2, 3 ...).",
+    examples=[OpenApiExample("1", value=1)],
+)
+_ALIAS_PARAMETER = OpenApiParameter(
+    "alias",
+    {"type": "string", "pattern": NAME_PATTERN.pattern, "maxLength": ALIAS_MAX_LENGTH},
+    OpenApiParameter.PATH,
+    description="The alias name (not `latest`, which is implicit).",
+    examples=[OpenApiExample("production", value="production")],
+)
+_UNKNOWN_SIGNATURE = error_response("Unknown signature.")
+
+_QA_VERSION_SPEC = {
+    "instructions": "Answer the question in a few words.",
+    "input_fields": [{"name": "question", "type": "str", "description": "The question."}],
+    "output_fields": [{"name": "answer", "type": "str", "description": "A short answer."}],
+    "module_kind": "ChainOfThought",
+    "lm_defaults": {"temperature": 0.2, "max_tokens": 128},
+    "changelog": "Reason step by step before answering.",
+}
+_SIGNATURE_DETAIL = {
+    "name": "ticket_priority",
+    "description": "Priority of a support ticket.",
+    "tags": ["support"],
+    "latest_version": 1,
+    "aliases": {"production": 1},
+    "created_at": "2026-01-05T10:00:00.000000Z",
+    "updated_at": "2026-01-05T10:05:00.000000Z",
+    "versions": [
+        {
+            "number": 1,
+            "module_kind": "Predict",
+            "content_hash": "9b1f0c6e4d2a8f7e3c5b1a9d8e7f6c5b4a3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f",
+            "changelog": "",
+            "author": "operator",
+            "created_at": "2026-01-05T10:00:00.000000Z",
+        }
+    ],
+    "alias_details": [
+        {
+            "name": "production",
+            "version": 1,
+            "updated_at": "2026-01-05T10:05:00.000000Z",
+            "updated_by": "operator",
+        }
+    ],
+}
+
+
 class AliasPermissions(DjangoModelPermissions):
     # PUT creates the alias when it does not exist yet, so it needs both permissions.
     perms_map = DjangoModelPermissions.perms_map | {
@@ -225,6 +354,8 @@ class SignatureListApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_signatures_list",
+        summary="List signatures",
+        responses={200: SignatureSerializer(many=True)},
         parameters=[
             OpenApiParameter("search", str, description="Matches name, description or tag."),
             OpenApiParameter("tag", str, description="Signatures with this tag."),
@@ -240,22 +371,34 @@ class SignatureListApi(RegistryApi):
     def get(self, request: Request) -> Response:
         """List and search signatures."""
         queryset = selectors.signature_list(
-            search=_query_text(request, "search"),
-            tag=_query_text(request, "tag"),
-            module_kind=_query_text(request, "module_kind"),
-            alias=_query_text(request, "alias"),
+            search=request.query_params.get("search"),
+            tag=request.query_params.get("tag"),
+            module_kind=request.query_params.get("module_kind"),
+            alias=request.query_params.get("alias"),
         )
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(SignatureSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="registry_signatures_create",
+        summary="Create a signature",
         request=SignatureCreateSerializer,
         responses={
             201: SignatureDetailSerializer,
+            400: error_response("The name, the tags or the version's spec are invalid."),
+            403: error_response(
+                "Needs `registry.add_signature` (and `registry.add_signatureversion` with a "
+                "version); an API key may only read the registry."
+            ),
             409: error_response("A signature of this name exists already."),
         },
         examples=[
+            OpenApiExample(
+                "Created",
+                response_only=True,
+                status_codes=["201"],
+                value=_SIGNATURE_DETAIL,
+            ),
             OpenApiExample(
                 "A classifier with its first version",
                 request_only=True,
@@ -277,7 +420,7 @@ class SignatureListApi(RegistryApi):
                         "lm_defaults": {"temperature": 0.0},
                     },
                 },
-            )
+            ),
         ],
     )
     def post(self, request: Request) -> Response:
@@ -318,14 +461,6 @@ def _object(data: Any, *, field: str | None = None) -> dict[str, Any]:
     return data
 
 
-def _query_text(request: Request, key: str) -> str | None:
-    value = request.query_params.get(key)
-    if value and "\x00" in value:
-        # PostgreSQL refuses NUL characters in text, so the query would fail.
-        raise ValidationError({key: ["Null characters are not allowed."]})
-    return value
-
-
 def _text(value: Any, *, field: str) -> str:
     if value is None:
         return ""
@@ -340,7 +475,10 @@ class SignatureDetailApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_signatures_retrieve",
-        responses={200: SignatureDetailSerializer},
+        summary="Get a signature",
+        parameters=[_NAME_PARAMETER],
+        responses={200: SignatureDetailSerializer, 404: _UNKNOWN_SIGNATURE},
+        examples=[OpenApiExample("A signature", response_only=True, value=_SIGNATURE_DETAIL)],
     )
     def get(self, request: Request, name: str) -> Response:
         """A signature with its versions (newest first) and aliases."""
@@ -348,8 +486,17 @@ class SignatureDetailApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_signatures_partial_update",
+        summary="Change a signature's description or tags",
+        parameters=[_NAME_PARAMETER],
         request=SignatureUpdateSerializer,
-        responses={200: SignatureDetailSerializer},
+        responses={200: SignatureDetailSerializer, 404: _UNKNOWN_SIGNATURE},
+        examples=[
+            OpenApiExample(
+                "New description and tags",
+                request_only=True,
+                value={"description": "Answers general questions.", "tags": ["demo", "qa"]},
+            )
+        ],
     )
     def patch(self, request: Request, name: str) -> Response:
         """Change a signature's description or tags (its behaviour changes by versions)."""
@@ -376,7 +523,9 @@ class VersionListApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_versions_list",
-        responses={200: VersionSerializer(many=True)},
+        summary="List a signature's versions",
+        parameters=[_NAME_PARAMETER],
+        responses={200: VersionSerializer(many=True), 404: _UNKNOWN_SIGNATURE},
     )
     def get(self, request: Request, name: str) -> Response:
         """Every version of a signature, newest first."""
@@ -391,15 +540,24 @@ class VersionListApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_versions_create",
+        summary="Add a version",
+        parameters=[_NAME_PARAMETER],
         request=VersionSpecSerializer,
         responses={
-            201: VersionCreatedSerializer,
+            201: OpenApiResponse(VersionCreatedSerializer, description="A new version."),
             200: OpenApiResponse(
                 VersionCreatedSerializer,
                 description="Identical to the latest version: nothing created (`created` false).",
             ),
-            404: error_response("Unknown signature."),
+            400: error_response("The spec is invalid (each problem keyed by its field)."),
+            403: error_response(
+                "Needs `registry.add_signatureversion`; an API key may only read the registry."
+            ),
+            404: _UNKNOWN_SIGNATURE,
         },
+        examples=[
+            OpenApiExample("A chain-of-thought version", request_only=True, value=_QA_VERSION_SPEC)
+        ],
     )
     def post(self, request: Request, name: str) -> Response:
         """Add a version. A spec identical to the latest version creates nothing."""
@@ -421,7 +579,12 @@ class VersionDetailApi(RegistryApi):
     queryset = SignatureVersion.objects.all()
     serializer_class = VersionSerializer
 
-    @extend_schema(operation_id="registry_versions_retrieve", responses={200: VersionSerializer})
+    @extend_schema(
+        operation_id="registry_versions_retrieve",
+        summary="Get a version",
+        parameters=[_NAME_PARAMETER, _NUMBER_PARAMETER],
+        responses={200: VersionSerializer, 404: error_response("Unknown signature or version.")},
+    )
     def get(self, request: Request, name: str, number: int) -> Response:
         """One version: its fields, instructions, module kind, state and hash."""
         version = selectors.signature_version_get(signature=self.signature(), number=number)
@@ -434,7 +597,9 @@ class VersionResolveApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_versions_resolve",
+        summary="Resolve a version reference",
         parameters=[
+            _NAME_PARAMETER,
             OpenApiParameter(
                 "ref",
                 str,
@@ -442,9 +607,13 @@ class VersionResolveApi(RegistryApi):
                     "A version number, an alias, or `latest`. Omitted: the `production` alias "
                     "when set, else the latest version (what an execution without a version runs)."
                 ),
-            )
+                examples=[OpenApiExample("production", value="production")],
+            ),
         ],
-        responses={200: VersionSerializer},
+        responses={
+            200: VersionSerializer,
+            404: error_response("Unknown signature, or nothing the reference designates."),
+        },
     )
     def get(self, request: Request, name: str) -> Response:
         """The version a reference designates."""
@@ -461,7 +630,9 @@ class AliasListApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_aliases_list",
-        responses={200: AliasSerializer(many=True)},
+        summary="List a signature's aliases",
+        parameters=[_NAME_PARAMETER],
+        responses={200: AliasSerializer(many=True), 404: _UNKNOWN_SIGNATURE},
     )
     def get(self, request: Request, name: str) -> Response:
         """The aliases of a signature. `latest` is implicit and never listed."""
@@ -476,7 +647,12 @@ class AliasDetailApi(RegistryApi):
     serializer_class = AliasSerializer
     permission_classes = [IsAuthenticated, AliasPermissions]
 
-    @extend_schema(operation_id="registry_aliases_retrieve", responses={200: AliasSerializer})
+    @extend_schema(
+        operation_id="registry_aliases_retrieve",
+        summary="Get an alias",
+        parameters=[_NAME_PARAMETER, _ALIAS_PARAMETER],
+        responses={200: AliasSerializer, 404: error_response("Unknown signature or alias.")},
+    )
     def get(self, request: Request, name: str, alias: str) -> Response:
         """One alias and the version it points at."""
         found = selectors.alias_get(signature=self.signature(), name=alias)
@@ -484,12 +660,27 @@ class AliasDetailApi(RegistryApi):
 
     @extend_schema(
         operation_id="registry_aliases_update",
+        summary="Set or move an alias",
+        parameters=[_NAME_PARAMETER, _ALIAS_PARAMETER],
         request=AliasMoveSerializer,
         responses={
             200: AliasSerializer,
+            400: error_response("The body or the alias name (`latest` included) is invalid."),
+            403: error_response(
+                "Needs `registry.add_alias` and `registry.change_alias`; an API key may only "
+                "read the registry."
+            ),
             404: error_response("Unknown signature or version."),
             409: error_response("The alias has moved since `expected_version`."),
         },
+        examples=[
+            OpenApiExample("Point at a version", request_only=True, value={"version": 1}),
+            OpenApiExample(
+                "Move only if it has not moved meanwhile",
+                request_only=True,
+                value={"version": 2, "expected_version": 1},
+            ),
+        ],
     )
     def put(self, request: Request, name: str, alias: str) -> Response:
         """Set or move an alias to a version (row-locked; optionally compare-and-set)."""
@@ -509,7 +700,18 @@ class AliasDetailApi(RegistryApi):
         )
         return Response(AliasSerializer(result.alias).data)
 
-    @extend_schema(operation_id="registry_aliases_destroy", responses={204: None})
+    @extend_schema(
+        operation_id="registry_aliases_destroy",
+        summary="Remove an alias",
+        parameters=[_NAME_PARAMETER, _ALIAS_PARAMETER],
+        responses={
+            204: OpenApiResponse(description="Removed."),
+            403: error_response(
+                "Needs `registry.delete_alias`; an API key may only read the registry."
+            ),
+            404: error_response("Unknown signature or alias."),
+        },
+    )
     def delete(self, request: Request, name: str, alias: str) -> Response:
         """Remove an alias."""
         alias_remove(signature=self.signature(), name=alias, user=request.user)

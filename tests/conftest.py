@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.processes import stop
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.soak"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

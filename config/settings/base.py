@@ -1,5 +1,7 @@
 """Settings shared by every environment. Values from the environment come through core.env."""
 
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
+
 from core import env
 
 BASE_DIR = env.BASE_DIR
@@ -45,8 +47,29 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+
+# Content-Security-Policy on every response (django-csp): nothing from another host. Scripts
+# are the site's own files, plus inline ones that carry the response's nonce (the ReDoc page's
+# start-up script). Styles may be inline: the admin's templates and ReDoc's and Swagger UI's
+# bundles write style elements at run time.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -122,8 +145,9 @@ REST_FRAMEWORK = {
     # JSON only: bodies of any other media type get a 415 (their size is the middleware's).
     "DEFAULT_PARSER_CLASSES": ["core.api.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
-    # Every error of every endpoint in one shape (core.api.errors).
-    "EXCEPTION_HANDLER": "core.api.errors.api_exception_handler",
+    # Every error of every endpoint in one shape (core.api.errors), a lost database connection
+    # included (a 503 with Retry-After, core.db).
+    "EXCEPTION_HANDLER": "core.db.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "core.api.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.LimitOffsetPagination",
@@ -147,9 +171,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # No request leaves for another host either: Swagger UI's online validator is off, and
-    # ReDoc uses system fonts (templates/drf_spectacular/ drops drf-spectacular's Google Fonts
-    # and forbids images and fonts from other hosts).
+    # No request leaves for another host either: Swagger UI's online validator is off, ReDoc
+    # uses system fonts (templates/drf_spectacular/ drops drf-spectacular's Google Fonts), and
+    # the Content-Security-Policy forbids images and fonts from other hosts.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_UI_SETTINGS": {
         "theme": {

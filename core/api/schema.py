@@ -12,6 +12,8 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
+from core.api.middleware import API_PREFIX
+
 
 class APIKeyScheme(OpenApiAuthenticationExtension):
     target_class = "core.api.authentication.APIKeyAuthentication"
@@ -91,19 +93,20 @@ class AutoSchema(openapi.AutoSchema):
 
     An operation declares only its own errors (a 404 for an unknown signature, a 409);
     the ones the API's plumbing gives every operation are added here, all with the one error
-    component: 400 for a body or query, 401 and 403 for credentials, 404 for a path
-    parameter, 413 for a write and 415 for a body, 429 for the rate limit. An endpoint without
-    authentication, permissions or throttling (the health probes) gets none of their errors.
+    component: under /api/, 400 for a body or query and 413 for a write (the request guard's);
+    401 and 403 for credentials, 404 for a path parameter, 415 for a body, 429 for the rate
+    limit. An endpoint without authentication, permissions or throttling (the health probes)
+    gets none of their errors.
     """
 
     def get_summary(self) -> str | None:
-        # An operation without its own summary is summed up by the first line of its view's
-        # docstring, so that no operation is listed without a title.
+        # An operation without its own summary is titled by the first line of its description
+        # (its docstring), so that no operation is listed without one.
         summary = super().get_summary()
         if summary:
             return summary
-        doc = (self.view.__class__.__doc__ or "").strip()
-        return doc.splitlines()[0].strip() if doc else None
+        description = str(self.get_description() or "").strip()
+        return description.splitlines()[0] if description else None
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
@@ -118,10 +121,12 @@ class AutoSchema(openapi.AutoSchema):
 
     def _plumbing_errors(self) -> list[tuple[str, str]]:
         errors = []
-        writes = self.method in _BODY_METHODS
+        api = self.path.startswith(API_PREFIX)
+        writes = api and self.method in _BODY_METHODS
         has_body = writes and self.get_request_serializer() is not None
-        has_query = any(parameter["in"] == "query" for parameter in self._get_parameters())
-        if has_body or has_query:
+        # Under /api/ the request guard refuses a query string with a NUL character, whatever
+        # the operation's parameters.
+        if api:
             errors.append(("400", "The request, its body or its query parameters are invalid."))
         # Endpoints open to anyone (the health probes) refuse no credentials.
         if self.view.authentication_classes:
@@ -130,7 +135,7 @@ class AutoSchema(openapi.AutoSchema):
             errors.append(("403", "The credentials do not allow this operation."))
         if "{" in self.path:
             errors.append(("404", "Nothing exists at this path."))
-        # The body limit holds for every write, even one that reads no body.
+        # The body limit holds for every write under /api/, even one that reads no body.
         if writes:
             errors.append(("413", "The body is larger than the limit (`API_MAX_BODY_BYTES`)."))
         if has_body:

@@ -1,14 +1,13 @@
 """Per-client rate limits, counted atomically where every process sees them.
 
-Each client has a budget per fixed window (`600/min`: 600 requests in each minute that starts
-on the minute). A request adds one to its window's counter in one atomic step, Redis `INCR`
+Each client has a budget per fixed window (`600/min`: 600 requests in the minute that starts
+with its first request). A request adds one to its window's counter in one atomic step, Redis `INCR`
 when Redis is the cache, else an `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` on the
 database, so concurrent requests of one client in many processes can never all read the
 same count and all pass (a read-modify-write in the cache would let them).
 """
 
-import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -25,24 +24,34 @@ def _redis_cache() -> bool:
     return settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
 
 
-def counter_increment(*, key: str, ttl_s: int) -> int:
-    """Add one to the counter `key` (created at 1, expiring after `ttl_s`); its new value."""
+def counter_increment(*, key: str, window_s: int) -> tuple[int, float]:
+    """Add one to the counter `key` in its current window, and return its new value and how
+    many seconds that window has left. A window starts with the first request after the
+    previous one ended, and lasts `window_s`."""
     if _redis_cache():
-        cache.add(key, 0, timeout=ttl_s)
-        return cache.incr(key)
+        cache.add(key, 0, timeout=window_s)
+        count = cache.incr(key)
+        ttl = cache.ttl(key) if hasattr(cache, "ttl") else None
+        return count, float(ttl if ttl and ttl > 0 else window_s)
     table = RateLimitCounter._meta.db_table
-    expires_at = timezone.now() + timedelta(seconds=ttl_s)
+    now = timezone.now()
     with connection.cursor() as cursor:
+        # One row a client: a request after its window ended starts a new window at 1.
         cursor.execute(
             f"INSERT INTO {table} (key, count, expires_at) VALUES (%s, 1, %s) "  # noqa: S608
-            f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count",
-            [key, expires_at],
+            f"ON CONFLICT (key) DO UPDATE SET "
+            f"count = CASE WHEN {table}.expires_at <= %s THEN 1 ELSE {table}.count + 1 END, "
+            f"expires_at = CASE WHEN {table}.expires_at <= %s THEN excluded.expires_at "
+            f"ELSE {table}.expires_at END "
+            f"RETURNING count, expires_at",
+            [key, now + timedelta(seconds=window_s), now, now],
         )
-        count = cursor.fetchone()[0]
-    if count == 1:
-        # Once per new window: forget the windows that are over.
-        RateLimitCounter.objects.filter(expires_at__lt=timezone.now()).delete()
-    return count
+        count, expires_at = cursor.fetchone()
+    if isinstance(expires_at, str):  # SQLite hands timestamps back as text
+        expires_at = datetime.fromisoformat(expires_at)
+    if timezone.is_naive(expires_at):
+        expires_at = timezone.make_aware(expires_at, UTC)
+    return count, max((expires_at - now).total_seconds(), 0.0)
 
 
 class ClientRateThrottle(SimpleRateThrottle):
@@ -70,15 +79,10 @@ class ClientRateThrottle(SimpleRateThrottle):
             return True
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        now = time.time()
-        window = int(now // self.duration)
-        self.window_ends_at = (window + 1) * self.duration
-        count = counter_increment(
-            key=f"throttle:{self.scope}:{ident}:{self.duration}:{window}",
-            ttl_s=int(self.duration) + 1,
+        count, self.remaining_s = counter_increment(
+            key=f"throttle:{self.scope}:{ident}:{self.duration}", window_s=int(self.duration)
         )
-        self.now = now
         return count <= self.num_requests
 
     def wait(self) -> float:
-        return max(self.window_ends_at - self.now, 1.0)
+        return max(self.remaining_s, 1.0)

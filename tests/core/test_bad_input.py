@@ -141,3 +141,12 @@ def test_the_api_never_serves_an_html_error_page(settings):
     assert json.loads(api.content)["code"] == "internal_error"
     admin = middleware(RequestFactory().get("/admin/"))
     assert admin.content == b"<html>debug</html>"
+
+
+def test_an_mlx_model_name_the_file_system_refuses_is_a_field_error(superuser_api_client, db):
+    response = superuser_api_client.post(
+        "/api/v1/providers/", {"name": "long", "kind": "mlx", "model": "m" * 300}
+    )
+    assert api_error(response, 400)["errors"]["model"][0]["message"].endswith(
+        "File name too long."
+    )

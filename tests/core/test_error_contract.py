@@ -59,6 +59,7 @@ OPERATIONS = {
         "post": {"missing_field": ({"name": "p"}, 400), "wrong_type": ({"name": []}, 400)},
     },
     "/api/v1/providers/hardware/": {"get": {}},
+    "/api/v1/providers/available/": {"get": {}},
     "/api/v1/providers/{name}/": {
         "get": {},
         "put": {"missing_field": ({}, 400), "wrong_type": ({"max_tokens": "many"}, 400)},

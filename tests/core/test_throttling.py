@@ -17,7 +17,7 @@ from tests.support.factories import APIKeyFactory
 def test_concurrent_increments_are_never_lost():
     def bump(_):
         try:
-            return counter_increment(key="race", ttl_s=60)
+            return counter_increment(key="race", window_s=60)[0]
         finally:
             connection.close()
 
@@ -38,7 +38,7 @@ def test_concurrent_increments_in_redis(settings):
     except Exception:
         pytest.skip("no Redis server reachable (set TEST_REDIS_URL)")
     with ThreadPoolExecutor(max_workers=16) as pool:
-        counts = list(pool.map(lambda _: counter_increment(key="race", ttl_s=60), range(400)))
+        counts = list(pool.map(lambda _: counter_increment(key="race", window_s=60)[0], range(400)))
     cache.delete("race")
     assert sorted(counts) == list(range(1, 401))
 
@@ -66,3 +66,15 @@ def test_one_key_from_16_threads_gets_exactly_its_budget(live_server, settings):
     assert len(statuses) == 160
     assert statuses.count(200) == 50
     assert statuses.count(429) == 110
+
+
+@pytest.mark.django_db
+def test_a_window_that_ended_starts_again_at_one(monkeypatch):
+    from django.utils import timezone
+
+    start = timezone.now()
+    monkeypatch.setattr(timezone, "now", lambda: start)
+    assert counter_increment(key="w", window_s=60) == (1, 60.0)
+    assert counter_increment(key="w", window_s=60)[0] == 2
+    monkeypatch.setattr(timezone, "now", lambda: start + timezone.timedelta(seconds=61))
+    assert counter_increment(key="w", window_s=60) == (1, 60.0)

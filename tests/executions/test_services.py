@@ -192,15 +192,15 @@ def test_an_uncounted_failure_fails_at_once_without_fallback(
     qa_version, echo_provider, django_capture_on_commit_callbacks, monkeypatch
 ):
     # The provider is valid when it is configured; its key variable goes away afterwards.
-    monkeypatch.setenv("EXECUTIONS_TEST_MISSING_KEY", "a-key")
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_EXECUTIONS_MISSING", "a-key")
     ProviderFactory(
         name="needs-key",
         kind="openai",
         base_url=CLOSED_PORT_URL,
-        api_key_env="EXECUTIONS_TEST_MISSING_KEY",
+        api_key_env="DSPY_TOOLKIT_PROVIDER_KEY_EXECUTIONS_MISSING",
         fallbacks=(echo_provider,),
     )
-    monkeypatch.delenv("EXECUTIONS_TEST_MISSING_KEY")
+    monkeypatch.delenv("DSPY_TOOLKIT_PROVIDER_KEY_EXECUTIONS_MISSING")
     with django_capture_on_commit_callbacks(execute=True):
         execution = _create(provider="needs-key").execution
     execution.refresh_from_db()

@@ -113,15 +113,18 @@ def test_a_cycle_is_shown_on_the_form(admin_client):
 
 
 def test_the_api_key_is_never_shown(admin_client, monkeypatch):
-    monkeypatch.setenv("ADMIN_TEST_KEY", SECRET)
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_ADMIN_TEST", SECRET)
     provider = ProviderFactory(
-        name="remote", kind="openai", base_url="http://h/v1", api_key_env="ADMIN_TEST_KEY"
+        name="remote",
+        kind="openai",
+        base_url="http://h/v1",
+        api_key_env="DSPY_TOOLKIT_PROVIDER_KEY_ADMIN_TEST",
     )
     for url in ("/admin/providers/provider/", f"/admin/providers/provider/{provider.pk}/change/"):
         response = admin_client.get(url)
         assert response.status_code == 200
         assert SECRET not in response.content.decode()
-    assert "ADMIN_TEST_KEY" in response.content.decode()
+    assert "DSPY_TOOLKIT_PROVIDER_KEY_ADMIN_TEST" in response.content.decode()
 
 
 def test_hardware_page_reads_as_text(admin_client):

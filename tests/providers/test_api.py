@@ -24,11 +24,9 @@ def test_reading_needs_authentication(client):
     assert client.get("/api/v1/providers/").status_code in (401, 403)
 
 
-def test_api_key_clients_can_read_but_not_write(api_client):
+def test_api_key_clients_can_neither_read_the_configuration_nor_write(api_client):
     ProviderFactory(name="one")
-    response = api_client.get("/api/v1/providers/")
-    assert response.status_code == 200
-    assert [item["name"] for item in response.json()["results"]] == ["one"]
+    assert api_client.get("/api/v1/providers/").status_code == 403
     response = api_client.post("/api/v1/providers/", custom_payload(), format="json")
     assert response.status_code == 403
     assert not Provider.objects.filter(name="new").exists()
@@ -78,7 +76,7 @@ def test_unknown_provider_is_404(operator_client):
 
 
 def test_the_api_key_itself_never_appears(operator_client, monkeypatch):
-    monkeypatch.setenv("PROVIDERS_TEST_KEY", SECRET)
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST", SECRET)
     response = operator_client.post(
         "/api/v1/providers/",
         {
@@ -86,7 +84,7 @@ def test_the_api_key_itself_never_appears(operator_client, monkeypatch):
             "kind": "openai",
             "model": "gpt",
             "base_url": "http://127.0.0.1:9/v1",
-            "api_key_env": "PROVIDERS_TEST_KEY",
+            "api_key_env": "DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST",
         },
         content_type="application/json",
     )
@@ -96,7 +94,7 @@ def test_the_api_key_itself_never_appears(operator_client, monkeypatch):
     detail = operator_client.get("/api/v1/providers/remote/")
     for page in (listing, detail):
         assert SECRET not in page.content.decode()
-    assert detail.json()["api_key_env"] == "PROVIDERS_TEST_KEY"
+    assert detail.json()["api_key_env"] == "DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST"
     assert detail.json()["api_key_configured"] is True
     stored = Provider.objects.values_list(*[f.attname for f in Provider._meta.concrete_fields])
     assert SECRET not in str(list(stored))
@@ -109,7 +107,11 @@ def test_the_api_key_itself_never_appears(operator_client, monkeypatch):
         (custom_payload(kind="mlx", model="/no/such/dir"), "model", "does not exist"),
         (custom_payload(kind="openai", engine_path=""), "base_url", "needs the base URL"),
         (
-            custom_payload(kind="openai", base_url="http://h/v1", api_key_env="UNSET_VAR_XYZ"),
+            custom_payload(
+                kind="openai",
+                base_url="http://h/v1",
+                api_key_env="DSPY_TOOLKIT_PROVIDER_KEY_UNSET_XYZ",
+            ),
             "api_key_env",
             "is not set",
         ),
@@ -216,3 +218,22 @@ def test_list_filters_by_kind_and_enabled(operator_client):
     assert names("enabled=false") == ["off"]
     assert names("kind=openai") == ["remote"]
     assert names("kind=custom&enabled=true") == ["on"]
+
+
+def test_api_keys_see_only_the_providers_they_may_use(api_client, db):
+    """Configuration (endpoints, key variables) and the hardware report are for staff; a client
+    learns the names and kinds of the enabled providers."""
+    ProviderFactory(name="visible")
+    ProviderFactory(name="off", enabled=False)
+    for path in ("/api/v1/providers/", "/api/v1/providers/visible/", "/api/v1/providers/hardware/"):
+        assert api_error(api_client.get(path), 403)["code"] == "permission_denied", path
+    available = api_client.get("/api/v1/providers/available/")
+    assert available.status_code == 200
+    assert available.json() == [{"name": "visible", "kind": "custom"}]
+
+
+def test_available_is_a_reserved_provider_name(operator_client):
+    response = operator_client.post(
+        "/api/v1/providers/", custom_payload(name="available"), content_type="application/json"
+    )
+    assert "reserved" in " ".join(error_messages(response, "name"))

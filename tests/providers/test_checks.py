@@ -43,14 +43,16 @@ def test_no_provider_is_not_an_error():
 
 def test_openai_key_variable_unset(monkeypatch):
     # The variable was set when the provider was configured and is gone from this process now.
-    monkeypatch.setenv("CHECKS_TEST_KEY", "secret-value")
-    ProviderFactory(kind="openai", base_url="http://h/v1", api_key_env="CHECKS_TEST_KEY")
-    monkeypatch.delenv("CHECKS_TEST_KEY")
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_CHECKS_TEST", "secret-value")
+    ProviderFactory(
+        kind="openai", base_url="http://h/v1", api_key_env="DSPY_TOOLKIT_PROVIDER_KEY_CHECKS_TEST"
+    )
+    monkeypatch.delenv("DSPY_TOOLKIT_PROVIDER_KEY_CHECKS_TEST")
     [message] = check_providers(databases=["default"])
     assert message.id == "providers.W001"
     assert message.level == checks.WARNING
-    assert "CHECKS_TEST_KEY" in message.msg
-    monkeypatch.setenv("CHECKS_TEST_KEY", "secret-value")
+    assert "DSPY_TOOLKIT_PROVIDER_KEY_CHECKS_TEST" in message.msg
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_CHECKS_TEST", "secret-value")
     assert check_providers(databases=["default"]) == []
 
 

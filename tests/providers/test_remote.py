@@ -5,6 +5,7 @@ import pytest
 
 from providers import calls, lms, services
 from providers.exceptions import LMMalformedResponseError
+from providers.models import Provider
 from tests.support.servers import COMPACT_ADAPTER_REPLY, free_port, mlx_lm_server
 
 pytestmark = pytest.mark.django_db
@@ -47,20 +48,36 @@ def test_success_through_provider_execute(openai_server):
 
 def test_the_key_is_read_from_the_environment_at_call_time(openai_server, monkeypatch):
     openai_server.content = COMPACT_ADAPTER_REPLY
-    monkeypatch.setenv("REMOTE_TEST_KEY", "first-key")
-    provider = remote(openai_server.base_url, adapter="compact", api_key_env="REMOTE_TEST_KEY")
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_REMOTE_TEST", "first-key")
+    provider = remote(
+        openai_server.base_url,
+        adapter="compact",
+        api_key_env="DSPY_TOOLKIT_PROVIDER_KEY_REMOTE_TEST",
+    )
     ask(provider)
-    monkeypatch.setenv("REMOTE_TEST_KEY", "rotated-key")
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_REMOTE_TEST", "rotated-key")
     ask(provider)
     assert openai_server.authorizations == ["Bearer first-key", "Bearer rotated-key"]
 
 
 def test_a_key_removed_from_the_environment_is_an_auth_error(openai_server, monkeypatch):
-    monkeypatch.setenv("REMOTE_TEST_KEY", "k")
-    provider = remote(openai_server.base_url, api_key_env="REMOTE_TEST_KEY")
-    monkeypatch.delenv("REMOTE_TEST_KEY")
-    with pytest.raises(dspy.LMAuthError, match="REMOTE_TEST_KEY"):
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_REMOTE_TEST", "k")
+    provider = remote(openai_server.base_url, api_key_env="DSPY_TOOLKIT_PROVIDER_KEY_REMOTE_TEST")
+    monkeypatch.delenv("DSPY_TOOLKIT_PROVIDER_KEY_REMOTE_TEST")
+    with pytest.raises(dspy.LMAuthError, match="DSPY_TOOLKIT_PROVIDER_KEY_REMOTE_TEST"):
         ask(provider)
+    assert openai_server.authorizations == []
+
+
+def test_a_stored_toolkit_variable_is_never_sent(openai_server, monkeypatch):
+    # A row written before the rule (or past the services) that names a server variable.
+    monkeypatch.setenv("DATABASE_URL", "postgres://app:db-password@db/app")
+    provider = remote(openai_server.base_url)
+    Provider.objects.filter(pk=provider.pk).update(api_key_env="DATABASE_URL")
+    provider.refresh_from_db()
+    with pytest.raises(dspy.LMAuthError, match="one of the toolkit's own settings") as caught:
+        ask(provider)
+    assert "db-password" not in str(caught.value)
     assert openai_server.authorizations == []
 
 

@@ -1,6 +1,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.test import override_settings
 
 from providers import services
 from providers.models import Provider, ProviderFallback
@@ -57,17 +58,69 @@ def test_openai_needs_a_base_url():
 
 
 def test_openai_key_variable_must_be_set(monkeypatch):
-    monkeypatch.delenv("PROVIDERS_TEST_KEY", raising=False)
+    monkeypatch.delenv("DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST", raising=False)
     errors = errors_of(
         name="p",
         kind="openai",
         model="gpt",
         base_url="http://127.0.0.1:9/v1",
-        api_key_env="PROVIDERS_TEST_KEY",
+        api_key_env="DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST",
     )
     assert errors["api_key_env"] == [
-        "The environment variable 'PROVIDERS_TEST_KEY' is not set in this process."
+        "The environment variable 'DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST' is not set in this "
+        "process."
     ]
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "DJANGO_SECRET_KEY", "REDIS_URL"])
+def test_the_toolkit_s_own_variables_are_never_key_variables(name, monkeypatch):
+    monkeypatch.setenv(name, "server-side-value")
+    for kind in ("openai", "custom"):
+        errors = errors_of(
+            name="p",
+            kind=kind,
+            model="gpt",
+            base_url="http://x/v1",
+            engine_path=SCRIPTED_ENGINE,
+            api_key_env=name,
+        )
+        assert errors["api_key_env"] == [
+            f"{name!r} is one of the toolkit's own settings, never an API key variable: its "
+            "value would be sent to the provider. Put the key in a variable of its own, e.g. "
+            "DSPY_TOOLKIT_PROVIDER_KEY_OPENAI."
+        ]
+
+
+@override_settings(PROVIDERS_KEY_ENV_PATTERN=".*", PROVIDERS_KEY_ENV_ALLOWED=["DATABASE_URL"])
+def test_no_setting_lets_a_toolkit_variable_through(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@h/db")
+    errors = errors_of(
+        name="p", kind="openai", model="gpt", base_url="http://x/v1", api_key_env="DATABASE_URL"
+    )
+    assert "one of the toolkit's own settings" in errors["api_key_env"][0]
+
+
+def test_key_variables_must_match_the_configured_pattern(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "a-key")
+    errors = errors_of(
+        name="p", kind="openai", model="gpt", base_url="http://x/v1", api_key_env="OPENAI_API_KEY"
+    )
+    assert errors["api_key_env"] == [
+        "API key variables must match ^DSPY_TOOLKIT_PROVIDER_KEY_[A-Z0-9_]+$ (the "
+        "PROVIDERS_KEY_ENV_PATTERN setting) or be listed in PROVIDERS_KEY_ENV_ALLOWED; "
+        "'OPENAI_API_KEY' is neither."
+    ]
+    with override_settings(PROVIDERS_KEY_ENV_ALLOWED=["OPENAI_API_KEY"]):
+        provider = services.provider_create(
+            name="p",
+            kind="openai",
+            model="gpt",
+            base_url="http://x/v1",
+            api_key_env="OPENAI_API_KEY",
+        )
+    assert provider.api_key_env == "OPENAI_API_KEY"
+    with override_settings(PROVIDERS_KEY_ENV_PATTERN=r"^OPENAI_[A-Z_]+$"):
+        provider.full_clean()
 
 
 def test_openai_key_variable_is_a_name_not_a_value():
@@ -78,15 +131,15 @@ def test_openai_key_variable_is_a_name_not_a_value():
 
 
 def test_openai_with_its_key_set(monkeypatch):
-    monkeypatch.setenv("PROVIDERS_TEST_KEY", "secret-value")
+    monkeypatch.setenv("DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST", "secret-value")
     provider = services.provider_create(
         name="p",
         kind="openai",
         model="gpt",
         base_url="http://x/v1",
-        api_key_env="PROVIDERS_TEST_KEY",
+        api_key_env="DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST",
     )
-    assert provider.api_key_env == "PROVIDERS_TEST_KEY"
+    assert provider.api_key_env == "DSPY_TOOLKIT_PROVIDER_KEY_PROVIDERS_TEST"
 
 
 @pytest.mark.parametrize(

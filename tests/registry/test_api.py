@@ -103,7 +103,7 @@ def test_retrieve_signature_queries_do_not_grow_with_versions(reader, qa, qa_spe
     ("url", "status_code"),
     [
         ("/api/v1/signatures/%00/", 404),
-        ("/api/v1/signatures/qa/resolve/?ref=%00", 404),
+        ("/api/v1/signatures/qa/resolve/?ref=%00", 400),
         ("/api/v1/signatures/qa/aliases/%00/", 404),
         ("/api/v1/signatures/?search=%00", 400),
         ("/api/v1/signatures/?tag=%00", 400),
@@ -132,7 +132,7 @@ def test_null_characters_in_writes_are_field_errors(editor, qa, qa_spec):
 def test_removing_an_alias_with_a_null_character_is_not_found(editor, qa):
     response = editor.delete("/api/v1/signatures/qa/aliases/%00/")
     assert response.status_code == 404
-    assert response.json()["code"] == "alias_not_found"
+    assert response.json()["code"] == "not_found"
 
 
 def test_retrieve_versions(reader, qa):

@@ -20,11 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
 
+from tests.support.processes import stop
+
 # What the fake endpoint answers, in the format of the adapter the provider uses.
 CHAT_ADAPTER_REPLY = "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
 COMPACT_ADAPTER_REPLY = "Paris"
 
-Mode = Literal["ok", "server_error", "unauthorized", "malformed", "slow"]
+Mode = Literal["ok", "server_error", "unauthorized", "malformed", "slow", "echo"]
 
 
 def free_port() -> int:
@@ -57,12 +59,67 @@ class OpenAIHandler(BaseHTTPRequestHandler):
             server.requests.append(
                 ReceivedRequest(self.path, self.headers.get("Authorization"), body)
             )
+        if server.mode == "echo":
+            self._echo(server)
+            return
         status, payload = server.reply()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         with contextlib.suppress(OSError):  # the client gave up (the timeout test)
+            self.wfile.write(payload)
+
+    def _echo(self, server: "OpenAIServer") -> None:
+        """Hand back what the request carried, every way an upstream can: the status line's
+        reason, headers, and a body (an OpenAI error, a traceback, or a completion)."""
+        authorization = self.headers.get("Authorization") or ""
+        key = authorization.removeprefix("Bearer ")
+        url = f"http://client:{key}@{self.headers.get('Host')}{self.path}?api_key={key}"
+        if server.echo_body == "traceback":
+            content_type = "text/plain"
+            payload = (
+                "Traceback (most recent call last):\n"
+                '  File "proxy.py", line 7, in forward\n'
+                f"    check(headers={dict(self.headers)!r})\n"
+                f"PermissionError: Authorization: {authorization} is not valid for {url}\n"
+            ).encode()
+        elif server.echo_body == "completion":
+            content_type = "application/json"
+            completion = {
+                "id": "chatcmpl-echo",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "test-model",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"{authorization} {url}"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
+            }
+            payload = json.dumps(completion).encode()
+        else:
+            content_type = "application/json"
+            error = {
+                "message": f"Invalid header Authorization: {authorization} for {url}; key {key}",
+                "type": key,
+                "param": authorization,
+                "code": key,
+                "headers": dict(self.headers),
+            }
+            payload = json.dumps({"error": error, "request_id": key}).encode()
+        self.send_response(server.echo_status, f"Rejected {authorization} {key}")
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("X-Echo-Authorization", authorization)
+        self.send_header("X-Request-Id", key)
+        self.send_header("WWW-Authenticate", f'Bearer error="{key}"')
+        self.send_header("Retry-After", "1")
+        self.end_headers()
+        with contextlib.suppress(OSError):
             self.wfile.write(payload)
 
 
@@ -74,7 +131,11 @@ class OpenAIServer(ThreadingHTTPServer):
     - `server_error`: HTTP 500 with an OpenAI error body;
     - `unauthorized`: HTTP 401;
     - `malformed`: HTTP 200 whose body is not JSON;
-    - `slow`: waits `delay_s`, then answers as `ok`.
+    - `slow`: waits `delay_s`, then answers as `ok`;
+    - `echo`: echoes the request's Authorization header and key (in the status line, headers
+      and body) with HTTP `echo_status`; the body is `echo_body`: `error` (an OpenAI error
+      body), `traceback` (a plain-text Python traceback) or `completion` (a chat completion
+      whose text carries them).
     Every request is recorded in `requests`.
     """
 
@@ -87,11 +148,15 @@ class OpenAIServer(ThreadingHTTPServer):
         mode: Mode = "ok",
         content: str = CHAT_ADAPTER_REPLY,
         delay_s: float = 2.0,
+        echo_status: int = 500,
+        echo_body: Literal["error", "traceback", "completion"] = "error",
     ) -> None:
         super().__init__(("127.0.0.1", port), OpenAIHandler)
         self.mode = mode
         self.content = content
         self.delay_s = delay_s
+        self.echo_status = echo_status
+        self.echo_body = echo_body
         self.requests: list[ReceivedRequest] = []
         self.lock = threading.Lock()
 
@@ -176,9 +241,4 @@ def mlx_lm_server(model_dir: Path, *, startup_timeout_s: float = 120.0) -> Itera
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=10)

@@ -1,9 +1,11 @@
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -12,11 +14,28 @@ from core import env
 from providers.mlx import blas
 
 
+@dataclass
+class _Child:
+    """One supervised process and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    # Exits in a row that came before the child had been up for `stable_after` seconds.
+    quick_exits: int = 0
+    restart_at: float | None = None
+    restarts: int = 0
+
+
 class Command(BaseCommand):
     help = (
         "Run the web server (gunicorn) and the django-q2 clusters (tasks and local inference) "
-        "together in the foreground. Ctrl-C or SIGTERM stops all of them; if one of them dies, "
-        "the others are stopped too, so no process is left behind."
+        "together in the foreground. A child that dies is restarted, after a pause that doubles "
+        "with each quick death (reset once it stays up); one that keeps dying, or a web server "
+        "that cannot start (say, its port is taken), stops everything with a non-zero exit. "
+        "Ctrl-C or SIGTERM stops all of them, and no process is left behind."
     )
 
     def add_arguments(self, parser):
@@ -34,88 +53,197 @@ class Command(BaseCommand):
             default=20.0,
             help="seconds to wait for a graceful stop before killing",
         )
+        parser.add_argument(
+            "--ready-timeout",
+            type=float,
+            default=60.0,
+            help="seconds the web server has to start listening before serve gives up",
+        )
+        parser.add_argument(
+            "--restart-delay",
+            type=float,
+            default=1.0,
+            help="pause before restarting a child that died; doubles with each quick death",
+        )
+        parser.add_argument(
+            "--max-restart-delay",
+            type=float,
+            default=30.0,
+            help="longest pause before a restart",
+        )
+        parser.add_argument(
+            "--stable-after",
+            type=float,
+            default=60.0,
+            help="seconds a child must stay up for its deaths to stop counting as quick ones",
+        )
+        parser.add_argument(
+            "--max-quick-exits",
+            type=int,
+            default=5,
+            help="quick deaths in a row of one child after which serve stops with an error",
+        )
 
     def handle(self, *args, host: str, port: int, web_workers: int, stop_timeout: float, **opts):
-        self._children: list[tuple[str, subprocess.Popen]] = []
+        self._children: list[_Child] = []
         self._stopping = False
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._request_stop)
+        self._options = opts
+        # Before anything starts: gunicorn would retry for a while and then exit, and a port
+        # held by another server would answer the readiness check in its place.
+        self._check_port_free(host, port)
         try:
-            self._start(host=host, port=port, web_workers=web_workers)
+            for child in self._children_to_run(host=host, port=port, web_workers=web_workers):
+                self._children.append(child)
+                self._spawn(child)
+            if not self._wait_until_listening(host, port, timeout=opts["ready_timeout"]):
+                return
             base = f"http://{host}:{port}"
             self.stdout.write(self.style.SUCCESS(f"Admin console: {base}/admin/"))
             self.stdout.write(self.style.SUCCESS(f"API docs:      {base}/api/docs/"))
             self.stdout.write("Press Ctrl-C to stop.")
             while not self._stopping:
-                for name, process in self._children:
-                    if process.poll() is not None:
-                        self.stderr.write(f"{name} exited with code {process.returncode}; stopping")
-                        self._stopping = True
-                        break
+                self._supervise()
                 time.sleep(0.2)
         finally:
             self._stop_all(stop_timeout)
 
-    def _start(self, *, host: str, port: int, web_workers: int) -> None:
+    def _children_to_run(self, *, host: str, port: int, web_workers: int) -> list[_Child]:
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
-        self._spawn(
-            "web",
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "config.wsgi:application",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                str(web_workers),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "8",
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "10",
-                "--access-logfile",
-                "-",
-            ],
-        )
-        self._spawn("tasks", [python, manage, "qcluster"])
+        web = [
+            python,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            str(web_workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "10",
+            "--access-logfile",
+            "-",
+        ]
+        base_env = os.environ | {"PYTHONUNBUFFERED": "1"}
         # The fast BLAS has to be in the inference process before MLX is imported.
         cluster = settings.Q_INFERENCE_CLUSTER
-        inference_env = {"Q_CLUSTER_NAME": cluster} | blas.worker_environment()
-        self._spawn(cluster, [python, manage, "qcluster"], inference_env)
+        inference_env = base_env | {"Q_CLUSTER_NAME": cluster} | blas.worker_environment()
+        return [
+            _Child("web", web, base_env),
+            _Child("tasks", [python, manage, "qcluster"], base_env),
+            _Child(cluster, [python, manage, "qcluster"], inference_env),
+        ]
 
-    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
-        child_env = os.environ | {"PYTHONUNBUFFERED": "1"} | (extra_env or {})
+    @staticmethod
+    def _check_port_free(host: str, port: int) -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port}: {exc}") from exc
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As gunicorn binds: a port left in TIME_WAIT by an earlier run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise CommandError(
+                    f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server "
+                    f"running there? choose another with --port or DSPY_TOOLKIT_PORT)"
+                ) from exc
+
+    def _wait_until_listening(self, host: str, port: int, *, timeout: float) -> bool:
+        """True once the web server accepts connections; False when asked to stop first;
+        CommandError when it died or did not listen in time."""
+        web = self._children[0]
+        deadline = time.monotonic() + timeout
+        while not self._stopping:
+            code = web.process.poll()
+            if code is not None:
+                raise CommandError(f"the web server exited with code {code} before it listened")
+            with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+                return True
+            if time.monotonic() > deadline:
+                raise CommandError(f"the web server did not listen on {host}:{port} in {timeout}s")
+            time.sleep(0.2)
+        return False
+
+    def _supervise(self) -> None:
+        """Restart each child that died, once its pause is over; give up on one that keeps
+        dying quickly."""
+        now = time.monotonic()
+        for child in self._children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    child.restarts += 1
+                    self._spawn(child, restart=True)
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            self._kill_session(child)
+            uptime = now - child.started_at
+            quick = uptime < self._options["stable_after"]
+            child.quick_exits = child.quick_exits + 1 if quick else 1
+            if child.quick_exits > self._options["max_quick_exits"]:
+                raise CommandError(
+                    f"{child.name} exited {child.quick_exits} times in a row within "
+                    f"{self._options['stable_after']:g}s of starting (last exit code {code}); "
+                    f"stopping everything"
+                )
+            delay = min(
+                self._options["restart_delay"] * 2 ** (child.quick_exits - 1),
+                self._options["max_restart_delay"],
+            )
+            self.stderr.write(
+                f"{child.name} (pid {child.process.pid}) exited with code {code} after "
+                f"{uptime:.1f}s; restarting it in {delay:g}s"
+            )
+            child.restart_at = now + delay
+
+    def _spawn(self, child: _Child, *, restart: bool = False) -> None:
         # Own session: a terminal's Ctrl-C reaches only this supervisor, which then stops each
         # child exactly once and in order.
         try:
-            process = subprocess.Popen(argv, env=child_env, start_new_session=True)
+            child.process = subprocess.Popen(child.argv, env=child.env, start_new_session=True)
         except OSError as exc:
-            raise CommandError(f"could not start {name}: {exc}") from exc
-        self._children.append((name, process))
-        self.stdout.write(f"started {name} (pid {process.pid})")
+            raise CommandError(f"could not start {child.name}: {exc}") from exc
+        child.started_at = time.monotonic()
+        verb = f"restarted (restart {child.restarts})" if restart else "started"
+        self.stdout.write(f"{verb} {child.name} (pid {child.process.pid})")
+
+    @staticmethod
+    def _kill_session(child: _Child) -> None:
+        # The child's session may hold processes it forked (workers, monitor): none may
+        # outlive it, or a restarted cluster would run beside its predecessor's orphans.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.process.pid, signal.SIGKILL)
 
     def _request_stop(self, signum, frame) -> None:
         self._stopping = True
 
     def _stop_all(self, timeout: float) -> None:
-        for _name, process in self._children:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        running = [child for child in self._children if child.process is not None]
+        for child in running:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for name, process in self._children:
+        for child in running:
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.stderr.write(f"{name} did not stop in {timeout:.0f}s; killing it")
-            # The child's session may hold processes it forked (workers, monitor): none may
-            # outlive the supervisor.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        if self._children:
-            self.stdout.write("Stopped.")
+                self.stderr.write(f"{child.name} did not stop in {timeout:.0f}s; killing it")
+            self._kill_session(child)
+            child.process.wait()
+        if running:
+            restarts = ", ".join(f"{c.name} {c.restarts}" for c in running if c.restarts)
+            self.stdout.write(f"Stopped (restarts: {restarts})." if restarts else "Stopped.")

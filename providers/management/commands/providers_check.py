@@ -2,7 +2,7 @@ import dspy
 from django.core.management.base import BaseCommand, CommandError
 from dspy.utils.exceptions import AdapterParseError
 
-from providers.calls import provider_execute
+from providers.calls import provider_error_detail, provider_execute
 from providers.exceptions import ProviderNotFound
 from providers.selectors import provider_get
 
@@ -30,7 +30,10 @@ class Command(BaseCommand):
                 inputs={"question": question},
             )
         except (dspy.LMError, AdapterParseError) as exc:
-            raise CommandError(f"Provider {name!r} failed: {type(exc).__name__}: {exc}") from exc
+            # The operator sees what the provider said, without its key (an endpoint may echo
+            # the request's Authorization header).
+            detail = provider_error_detail(provider=provider, error=exc)
+            raise CommandError(f"Provider {name!r} failed: {detail}") from None
         self.stdout.write(f"answer: {result.outputs['answer']}")
         self.stdout.write(
             f"tokens: {result.input_tokens} in, {result.output_tokens} out; "

@@ -1,0 +1,165 @@
+"""`manage.py serve` supervising real processes on 127.0.0.1: a child that dies is restarted
+(and reported) while the others go on; one that keeps dying, or a port already taken, stops
+everything with a non-zero exit; SIGTERM stops all, leaving no process behind."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django_q.conf import Conf
+from django_q.models import Success
+from django_q.tasks import async_task
+
+from tests.support.faults import processes_in_session, wait_for
+from tests.support.servers import free_port
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (local URL)
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _pids(log: Path, verb: str) -> dict[str, list[int]]:
+    """The pids each child was started (`started`) or restarted (`restarted`) with, in order."""
+    prefix = r"started" if verb == "started" else r"restarted \(restart \d+\)"
+    pattern = rf"^{prefix} (\w+) \(pid (\d+)\)$"
+    found: dict[str, list[int]] = {}
+    for name, pid in re.findall(pattern, log.read_text(), flags=re.MULTILINE):
+        found.setdefault(name, []).append(int(pid))
+    return found
+
+
+class Serve:
+    """`manage.py serve` on a free port, its output in a log file."""
+
+    def __init__(self, *, python, repo_root, env, tmp_path: Path, args: list[str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / "serve.log"
+        self._output = self.log.open("w")
+        self.process = subprocess.Popen(
+            [python, "manage.py", "serve", "--port", str(self.port), "--web-workers", "1", *args],
+            cwd=repo_root,
+            env=env,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_ready(self) -> dict[str, int]:
+        wait_for(
+            lambda: "Admin console" in self.text() or self.process.poll() is not None,
+            timeout=120,
+            what="serve to print its URLs",
+        )
+        assert self.process.poll() is None, self.text()
+        return {name: pids[0] for name, pids in _pids(self.log, "started").items()}
+
+    def every_pid(self) -> list[int]:
+        pids = _pids(self.log, "started")
+        for name, more in _pids(self.log, "restarted").items():
+            pids[name] = pids.get(name, []) + more
+        return [pid for group in pids.values() for pid in group]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._output.close()
+
+
+@pytest.fixture
+def start_serve(python, repo_root, subprocess_env, tmp_path):
+    started: list[Serve] = []
+
+    def start(*args: str) -> Serve:
+        serve = Serve(
+            python=python, repo_root=repo_root, env=subprocess_env, tmp_path=tmp_path, args=args
+        )
+        started.append(serve)
+        return serve
+
+    yield start
+    for serve in started:
+        serve.close()
+        # Every child ran in a session of its own; none may outlive the supervisor.
+        leftovers = {pid: processes_in_session(pid) for pid in serve.every_pid()}
+        assert not any(leftovers.values()), leftovers
+
+
+@pytest.mark.qcluster
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_cluster_is_restarted_while_the_rest_keeps_serving(start_serve, monkeypatch):
+    serve = start_serve("--restart-delay", "0.2", "--stable-after", "2")
+    pids = serve.wait_ready()
+    assert set(pids) == {"web", "tasks", "inference"}
+    assert _get(f"{serve.base}/health/live") == 200
+
+    # Only the cluster's main process: its sentinel and workers are left as orphans, which
+    # the supervisor must clear before it starts a new cluster beside them.
+    os.kill(pids["tasks"], signal.SIGKILL)
+    restarted = wait_for(
+        lambda: _pids(serve.log, "restarted").get("tasks"), timeout=60, what="the restart"
+    )[0]
+    assert f"tasks (pid {pids['tasks']}) exited with code -9" in serve.text()
+    assert processes_in_session(pids["tasks"]) == []
+    # The web server and the other cluster were left alone.
+    assert _get(f"{serve.base}/health/live") == 200
+    assert processes_in_session(pids["web"]) and processes_in_session(pids["inference"])
+    assert "restarted" not in "".join(
+        line for line in serve.text().splitlines() if "web" in line or "inference" in line
+    )
+
+    # The new cluster takes work.
+    monkeypatch.setattr(Conf, "SYNC", False)
+    task_id = async_task("math.hypot", 3, 4)
+    wait_for(lambda: Success.objects.filter(id=task_id).exists(), timeout=60, what="the task")
+    assert processes_in_session(restarted)
+
+    serve.process.send_signal(signal.SIGTERM)
+    assert serve.process.wait(timeout=60) == 0
+    assert "Stopped (restarts: tasks 1)." in serve.text()
+
+
+@pytest.mark.qcluster
+@pytest.mark.django_db(transaction=True)
+def test_a_child_that_keeps_dying_stops_everything_with_an_error(start_serve):
+    serve = start_serve("--restart-delay", "0.2", "--stable-after", "600", "--max-quick-exits", "1")
+    pids = serve.wait_ready()
+    os.kill(pids["inference"], signal.SIGKILL)
+    again = wait_for(
+        lambda: _pids(serve.log, "restarted").get("inference"), timeout=60, what="the restart"
+    )[0]
+    os.kill(again, signal.SIGKILL)
+    assert serve.process.wait(timeout=60) == 1
+    assert "inference exited 2 times in a row" in serve.text()
+
+
+def test_serve_exits_with_an_error_when_its_port_is_taken(python, repo_root, subprocess_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        completed = subprocess.run(
+            [python, "manage.py", "serve", "--port", str(port)],
+            cwd=repo_root,
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert completed.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in completed.stderr
+    assert "Admin console" not in completed.stdout
+    assert "started" not in completed.stdout
