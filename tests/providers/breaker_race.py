@@ -1,6 +1,6 @@
 """Child process of the half-open race test: ask the breaker for a permit once, at a signal.
 
-Usage: python -m tests.executions.breaker_race <provider name> <now, ISO 8601> <go file>
+Usage: python -m tests.providers.breaker_race <provider name> <now, ISO 8601> <go file>
 Prints `ready` once connected to the database, then `admitted` or `refused`.
 """
 

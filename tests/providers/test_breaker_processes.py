@@ -30,7 +30,7 @@ def test_exactly_the_permitted_trial_calls_are_admitted(
     moment = (clock() + timedelta(seconds=31)).isoformat()
     children = [
         subprocess.Popen(
-            [python, "-m", "tests.executions.breaker_race", provider.name, moment, str(go_file)],
+            [python, "-m", "tests.providers.breaker_race", provider.name, moment, str(go_file)],
             cwd=repo_root,
             env=subprocess_env,
             stdout=subprocess.PIPE,
