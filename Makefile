@@ -1,4 +1,4 @@
-.PHONY: start test lint format bench
+.PHONY: start test lint format bench soak
 
 start:  ## install, prepare and run the web server and workers
 	bash scripts/start.sh
@@ -14,3 +14,6 @@ format:
 
 bench:
 	.venv/bin/python bench/run.py
+
+soak:  ## the long fault, overload and fuzz tests (marked soak), stopped after 45 minutes
+	SOAK=1 timeout 2700 .venv/bin/python -m pytest -m soak -q -s -p no:cacheprovider

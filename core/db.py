@@ -8,8 +8,8 @@ may; a guarded update must be able to tell its own earlier success from another 
 (see `executions.services`). Inside an atomic block nothing is retried, since the transaction
 is lost with the connection; the error goes to whoever owns the transaction.
 
-For the API, `api_exception_handler` answers a connection error that no retry absorbed with
-the 503 `database_unavailable` and a `Retry-After`, never with a 500.
+For the API, `core.api.errors.api_exception_handler` answers a connection error that no retry
+absorbed with the 503 `database_unavailable` and a `Retry-After`, never with a 500.
 """
 
 import contextlib
@@ -21,9 +21,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connections
-
-from core.api import errors
-from core.errors import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +77,7 @@ def db_retry(
                 raise
             logger.warning(
                 "Database connection lost (%s); reconnecting and trying again in %.2fs",
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                (str(error).strip() or type(error).__name__).splitlines()[0],
                 pause,
             )
             policy.sleep(pause)
@@ -99,18 +96,3 @@ def db_retrying(policy: RetryPolicy | None = None):
         return wrapper
 
     return decorate
-
-
-def api_exception_handler(exc: Exception, context: dict):
-    """`REST_FRAMEWORK["EXCEPTION_HANDLER"]`: `core.api.errors.api_exception_handler`, with a
-    lost database connection answered as `DatabaseUnavailable` (503, `Retry-After`)."""
-    if isinstance(exc, CONNECTION_ERRORS):
-        logger.warning("Answering 503: the database connection was lost (%s)", exc)
-        if not connections[DEFAULT_DB_ALIAS].in_atomic_block:
-            # So that this thread's next request does not find the dead connection first.
-            db_reconnect()
-        exc = DatabaseUnavailable()
-    response = errors.api_exception_handler(exc, context)
-    if isinstance(exc, DatabaseUnavailable) and response is not None:
-        response["Retry-After"] = str(exc.retry_after_s)
-    return response

@@ -19,6 +19,8 @@ class ApplicationError(Exception):
     code = "error"
     status_code = 400
     default_message = "The request could not be completed."
+    # When set, the API answers with `Retry-After` (seconds): the request may succeed later.
+    retry_after_s: int | None = None
 
     def __init__(self, message: str | None = None, *, errors: FieldErrors | None = None) -> None:
         self.message = message or self.default_message

@@ -34,3 +34,32 @@ class ExecutionNotCancellable(ExecutionsError, Conflict):
     def __init__(self, status: str) -> None:
         self.status = status
         super().__init__(f"Only queued executions can be cancelled; this one is {status}.")
+
+
+class ClientQueueFull(ExecutionsError):
+    """The client already has as many executions waiting as it may (its share of the queue)."""
+
+    code = "client_queue_full"
+    status_code = 429
+    retry_after_s = 5
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This client already has {limit} executions waiting, its share of the queue; "
+            "retry once some have finished."
+        )
+
+
+class QueueFull(ExecutionsError):
+    """The queue of the cluster that would run the execution is full: the service is shedding
+    load rather than letting the queue grow without bound."""
+
+    code = "queue_full"
+    status_code = 503
+    retry_after_s = 5
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The service has {limit} executions waiting for this kind of provider, as many as "
+            "it takes; retry in a few seconds."
+        )

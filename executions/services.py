@@ -5,6 +5,11 @@ An execution row always exists before its task is enqueued (`transaction.on_comm
 carry only ids, and every status change is a guarded update on the status it expects (plus the
 claim number for a running row), so a task delivered twice, a late worker or a reaper racing a
 worker can never run an execution twice or overwrite a newer outcome.
+
+A lost database connection (`core.db`) is retried on a new one: each write can tell whether an
+earlier try went through (the row's id chosen before its insert, the claim's `started_at`, the
+finish's `finished_at`, an attempt's unique position), so a request answers with the execution
+it wrote and a worker records the outcome of a provider call it made, never making it again.
 """
 
 import hashlib
@@ -28,6 +33,7 @@ from core.db import CONNECTION_ERRORS, REQUEST_RETRY, db_reconnect, db_retry
 from core.errors import ApplicationError, DatabaseUnavailable
 from core.generation import generation_settings_check
 from core.secrets import known_secrets, scrub
+from executions.admission import execution_admit
 from executions.broker import broker_stranded_task_ids
 from executions.exceptions import ExecutionNotCancellable, IdempotencyKeyReused, InvalidConfig
 from executions.models import Execution, ExecutionAttempt
@@ -169,6 +175,7 @@ def execution_create(
             config=config, defaults=signature_version.lm_defaults
         )
         chosen = _resolve_provider(provider)
+        execution_admit(provider=chosen, api_key=api_key, user=user)
         execution = Execution(
             signature_version=signature_version,
             requested_provider=chosen,
@@ -555,7 +562,8 @@ def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
             **_error_fields(
                 error_type=type(error).__name__,
                 code="internal_error",
-                message=f"The toolkit failed while running this execution: {_describe(error)}",
+                # The cause is in the log (above, with its traceback), not in client text.
+                message="The toolkit failed while running this execution; the error was logged.",
             ),
         )
         return Execution.Status.FAILED

@@ -15,6 +15,7 @@ from typing import Any
 
 import dspy
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from dspy.utils.exceptions import AdapterParseError, LMUnexpectedError
 
@@ -301,3 +302,10 @@ def provider_route(*, provider: Provider) -> ProviderRoute:
             batch_size=max(settings.PROVIDERS_LOCAL_CONCURRENCY, 1),
         )
     return ProviderRoute(cluster=None, batch_size=1)
+
+
+def providers_routed_with(*, provider: Provider) -> Q:
+    """The providers whose calls share `provider`'s cluster (its queue), as a filter on
+    Provider; the same rule as `provider_route`."""
+    local = Q(kind=Provider.Kind.MLX)
+    return local if provider.kind == Provider.Kind.MLX else ~local

@@ -147,7 +147,7 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     # Every error of every endpoint in one shape (core.api.errors), a lost database connection
     # included (a 503 with Retry-After, core.db).
-    "EXCEPTION_HANDLER": "core.db.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.api.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "core.api.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.LimitOffsetPagination",
@@ -259,6 +259,9 @@ API_MAX_JSON_DEPTH = env.get_int("API_MAX_JSON_DEPTH", 32)
 EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S = env.get_float("EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S", 30.0)
 EXECUTIONS_MAX_TIMEOUT_S = env.get_float("EXECUTIONS_MAX_TIMEOUT_S", 300.0)
 EXECUTIONS_BATCH_MAX_ITEMS = env.get_int("EXECUTIONS_BATCH_MAX_ITEMS", 32)
+# Load shedding: executions waiting per cluster (503 beyond) and per client (429 beyond).
+EXECUTIONS_MAX_QUEUED = env.get_int("EXECUTIONS_MAX_QUEUED", 1000)
+EXECUTIONS_MAX_QUEUED_PER_CLIENT = env.get_int("EXECUTIONS_MAX_QUEUED_PER_CLIENT", 200)
 EXECUTIONS_MAX_TOKENS_LIMIT = env.get_int("EXECUTIONS_MAX_TOKENS_LIMIT", 4096)
 # A running execution's worker writes a heartbeat this often; the reaper treats a row whose
 # heartbeat is older than the stale threshold as abandoned (the worker died).

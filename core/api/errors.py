@@ -9,17 +9,22 @@ code and status; DRF's (validation, authentication, permission, throttling, 404,
 with their `WWW-Authenticate` and `Retry-After` headers kept.
 """
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from core.errors import ApplicationError, InvalidRequest
+from core.db import CONNECTION_ERRORS, db_reconnect
+from core.errors import ApplicationError, DatabaseUnavailable, InvalidRequest
+
+logger = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str, errors: dict | None = None) -> dict[str, Any]:
@@ -56,10 +61,19 @@ def _as_api_exception(exc: Exception) -> Exception:
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """`REST_FRAMEWORK["EXCEPTION_HANDLER"]`. None (a 500) only for a bug."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        logger.warning("Answering 503: the database connection was lost (%s)", exc)
+        if not connections[DEFAULT_DB_ALIAS].in_atomic_block:
+            # So that this thread's next request does not find the dead connection first.
+            db_reconnect()
+        exc = DatabaseUnavailable()
     if isinstance(exc, ApplicationError):
         # As DRF does for its own exceptions: an atomic request must not commit half a write.
         set_rollback()
-        return Response(error_body(exc.code, exc.message, exc.errors), status=exc.status_code)
+        response = Response(error_body(exc.code, exc.message, exc.errors), status=exc.status_code)
+        if exc.retry_after_s is not None:
+            response["Retry-After"] = str(exc.retry_after_s)
+        return response
     exc = _as_api_exception(exc)
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):

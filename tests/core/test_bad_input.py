@@ -147,6 +147,4 @@ def test_an_mlx_model_name_the_file_system_refuses_is_a_field_error(superuser_ap
     response = superuser_api_client.post(
         "/api/v1/providers/", {"name": "long", "kind": "mlx", "model": "m" * 300}
     )
-    assert api_error(response, 400)["errors"]["model"][0]["message"].endswith(
-        "File name too long."
-    )
+    assert api_error(response, 400)["errors"]["model"][0]["message"].endswith("File name too long.")

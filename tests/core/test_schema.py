@@ -353,3 +353,27 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(case, c
         headers=access["headers"],
         cookies=access.get("cookies"),
     )
+
+
+@pytest.mark.soak
+@schema.parametrize()
+@hypothesis.settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+def test_schemathesis_soak_with_a_key_and_with_a_staff_session(case, credentials):
+    """The long fuzz (`make soak`): many more examples, random, each sent with both kinds of
+    credentials (the staff session once found 500s the API key could not reach)."""
+    for access in (credentials["read"], credentials["write"]):
+        case.call_and_validate(
+            checks=[
+                not_a_server_error,
+                status_code_conformance,
+                content_type_conformance,
+                response_schema_conformance,
+            ],
+            headers=access["headers"],
+            cookies=access.get("cookies"),
+        )

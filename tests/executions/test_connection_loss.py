@@ -6,17 +6,23 @@ a provider call they made instead of failing the execution or calling the provid
 The same faults under load, with real processes, are in test_faults.py.
 """
 
+import os
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+import redis
 from django.contrib.auth.models import User
 from django.db import OperationalError, connection, connections, transaction
+from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from core.db import RetryPolicy, db_retry
 from core.errors import DatabaseUnavailable
+from executions.broker import broker_stranded_task_ids
 from executions.models import Execution, ExecutionAttempt
 from executions.services import (
     execution_claim,
@@ -52,10 +58,9 @@ class LoseConnection:
         if not self.after:
             terminate_own_connection()
             return execute(sql, params, many, context)
-        result = execute(sql, params, many, context)
+        execute(sql, params, many, context)
         terminate_own_connection()
         raise OperationalError("server closed the connection unexpectedly")
-        return result  # pragma: no cover
 
 
 def inserts_into(table: str) -> Callable[[str], bool]:
@@ -360,3 +365,25 @@ def test_the_reaper_leaves_alone_tasks_a_live_cluster_just_pulled(
         retry_s=settings.Q_CLUSTER["retry"],
     )
     assert execution_reap_stale(now=clock).enqueued == []
+
+
+def test_on_the_redis_broker_a_task_no_longer_in_its_list_is_stranded(monkeypatch):
+    # A cluster pops the tasks it pulls off the Redis list: once it is dead, they are gone.
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis server reachable (set TEST_REDIS_URL)")
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", url)
+    broker = get_broker(list_key="reaper-test")
+    broker.delete_queue()
+    try:
+        broker.enqueue(SignedPackage.dumps({"id": "waiting"}))
+        now = timezone.now()
+        stranded = broker_stranded_task_ids(
+            cluster="reaper-test", task_ids=["waiting", "pulled"], pulled_before=now, now=now
+        )
+        assert stranded == {"pulled"}
+    finally:
+        broker.delete_queue()

@@ -6,20 +6,25 @@ one hanging past its timeout, and more work than the workers can take at once.
 Real processes on 127.0.0.1 (`manage.py serve`, `qcluster`, gunicorn) on the test database.
 The engines count their calls in a file (`tests.support.engines.CountingEngine`), so each test
 proves that nothing ran twice. The reaper runs from the test process every half second
-(`reaper_running`) instead of once a minute. Each test has a short version, in the normal suite,
-and a long one marked `soak` (`make soak`). Figures are printed (`pytest -s` shows them); wall
--clock times are reported, never asserted.
+(`reaper_running`) instead of once a minute, except in the soak test of `serve` with its
+scheduled reaper. Each test has a short version, in the normal suite, and a long one marked
+`soak` (`make soak`). Figures are printed (`pytest -s` shows them); times are reported, and only
+bounded by what the broker's own lock would have taken.
 """
 
 import os
+import re
 import signal
+import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from io import StringIO
 
 import httpx
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
@@ -27,6 +32,8 @@ from django_q.signing import SignedPackage
 
 from executions.models import Execution, ExecutionAttempt
 from executions.services import execution_create
+from providers.breakers import breaker_get_or_create
+from providers.models import CircuitBreaker
 from tests.executions.conftest import EXECUTE
 from tests.support.engines import (
     COUNTING_ENGINE,
@@ -118,8 +125,8 @@ class Submission:
 
 
 def _submit(client: httpx.Client, url: str, key: str, submission: Submission) -> Submission:
-    """POST one async execution, retrying (same Idempotency-Key) after a 503 or a dropped
-    connection, as the README tells clients to."""
+    """POST one async execution, retrying (same Idempotency-Key) after a 503, a 429 (load
+    shedding) or a dropped connection, as the README tells clients to."""
     body = {
         "signature": "qa",
         "inputs": _inputs(submission.marker),
@@ -135,7 +142,7 @@ def _submit(client: httpx.Client, url: str, key: str, submission: Submission) ->
             time.sleep(0.1)
             continue
         submission.statuses.append(response.status_code)
-        if response.status_code == 503:
+        if response.status_code in (429, 503):
             time.sleep(0.1)
             continue
         if response.status_code in (200, 202):
@@ -145,9 +152,8 @@ def _submit(client: httpx.Client, url: str, key: str, submission: Submission) ->
     return submission
 
 
-def _serve(python, repo_root, env, log_path, port):
-    import subprocess
-
+def _serve(python, repo_root, env, log_path, port) -> subprocess.Popen:
+    """`manage.py serve` restarting its children quickly, its output in `log_path`."""
     return subprocess.Popen(
         [
             python,
@@ -235,7 +241,7 @@ def test_terminated_database_connections_lose_and_duplicate_nothing(
         )
         assert killer.kills > 0
         # No 500, ever: a 503 at worst, and its retry answers with the same execution.
-        assert set(statuses) <= {202, 503}, statuses
+        assert set(statuses) <= {202, 429, 503}, statuses
         assert all(s.execution_id for s in work), [s for s in work if not s.execution_id]
         executions = {str(e.id): e for e in Execution.objects.all()}
         assert len(executions) == submissions  # nothing lost, nothing created twice
@@ -359,19 +365,23 @@ def test_a_killed_inference_worker_loses_and_repeats_nothing(
     ProviderFactory(name="tiny", kind="mlx", model=str(tiny_model_dir), max_tokens=16)
     ids = _create_async([call_marker() for _ in range(executions)], provider="tiny")
     cluster = start_cluster(settings.Q_INFERENCE_CLUSTER, **env)
-    running_at_kill = []
+    running_at_kill: list[int] = []
+    # (execution, run) pairs a kill interrupted; they stay running until the reaper's turn.
+    killed: set[tuple] = set()
+
+    def running_now() -> set[tuple]:
+        rows = Execution.objects.filter(id__in=ids, status="running")
+        return set(rows.values_list("id", "attempts")) - killed
+
     with reaper_running():
         for _ in range(kills):
             workers = wait_for(lambda: _cluster_workers(cluster), timeout=120, what="workers")
-            wait_for(
-                lambda: Execution.objects.filter(id__in=ids, status="running").exists(),
-                timeout=120,
-                what="a batch to run",
-                every=0.01,
-            )
+            wait_for(running_now, timeout=120, what="a batch to run", every=0.01)
             for pid in workers:
                 os.kill(pid, signal.SIGKILL)
-            running_at_kill.append(Execution.objects.filter(id__in=ids, status="running").count())
+            interrupted = running_now()
+            killed |= interrupted
+            running_at_kill.append(len(interrupted))
             # The sentinel starts another worker; what the dead one was running goes stale.
             wait_for(
                 lambda w=workers: set(_cluster_workers(cluster)) - set(w),
@@ -396,7 +406,9 @@ def test_a_killed_inference_worker_loses_and_repeats_nothing(
         # counted by an engine of the tests, the attempt rows are the record.
         attempts = list(execution.provider_attempts.values_list("run", "outcome"))
         assert attempts == [(execution.attempts, "succeeded")], (execution, attempts)
-    assert sum(running_at_kill) > 0
+    # Every run a kill interrupted was run again.
+    assert len(killed) > 0
+    assert sum(rows.values_list("attempts", flat=True)) >= executions + len(killed)
 
 
 @pytest.mark.parametrize(
@@ -448,9 +460,13 @@ def test_failing_and_hanging_providers_under_overload_finish_each_execution_once
 ):
     flaky_log, steady_log = tmp_path / "flaky.log", tmp_path / "steady.log"
     steady = ProviderFactory(name="steady", engine_path=COUNTING_ENGINE, model=str(steady_log))
-    ProviderFactory(
+    flaky = ProviderFactory(
         name="flaky", engine_path=FLAKY_ENGINE, model=str(flaky_log), fallbacks=[steady]
     )
+    # Its breaker tolerates the 30%, so that it keeps being called (the hanging provider's
+    # breaker keeps the defaults, and opens).
+    breaker_get_or_create(provider=flaky)
+    CircuitBreaker.objects.filter(provider=flaky).update(failure_rate_threshold=90)
     hanging_server = start_openai_server(mode="slow", delay_s=3.0)
     ProviderFactory(name="hanging", kind="openai", base_url=hanging_server.base_url, timeout_s=0.5)
     # All of it at once, far more than the two workers take: the queue absorbs it.
@@ -493,3 +509,66 @@ def test_failing_and_hanging_providers_under_overload_finish_each_execution_once
     assert len(hanging_server.requests) == called > 0
     assert set(hanging_rows.values_list("status", flat=True)) <= {"timed_out", "failed"}
     assert set(hanging_rows.values_list("attempts", flat=True)) == {1}
+
+
+@SOAK
+@pytest.mark.timeout(900)
+def test_serve_recovers_what_a_killed_task_cluster_held_with_the_scheduled_reaper(
+    qa_version,
+    counting_provider,
+    calls_log,
+    fault_env,
+    subprocess_env,
+    python,
+    repo_root,
+    settings,
+    tmp_path,
+):
+    # As in production: `serve` restarts the cluster, the reaper runs on its schedule (every
+    # minute), nothing runs from the test process.
+    stale_after_s = 10.0
+    call_command("executions_install_schedules", stdout=StringIO())
+    env = (
+        subprocess_env
+        | fault_env
+        | {
+            "EXECUTIONS_STALE_AFTER_S": str(stale_after_s),
+            "COUNTING_ENGINE_DELAY_S": "0.2",
+            "Q_WORKERS": "2",
+        }
+    )
+    settings.EXECUTIONS_STALE_AFTER_S = stale_after_s
+    markers = [call_marker() for _ in range(60)]
+    ids = _create_async(markers, provider="counting")
+    log = tmp_path / "serve.log"
+    serve = _serve(python, repo_root, env, log, free_port())
+    try:
+        wait_for(lambda: "Admin console" in log.read_text(), timeout=120, what="serve")
+        wait_for(lambda: sum(engine_calls(calls_log).values()) >= 4, timeout=120, what="work")
+        held = _held_by_a_cluster(ids)
+        tasks_pid = int(re.search(r"^started tasks \(pid (\d+)\)$", log.read_text(), re.M)[1])
+        os.kill(tasks_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(
+            lambda: "restarted (restart 1) tasks" in log.read_text(), timeout=60, what="restart"
+        )
+        _wait_final(ids, timeout=400, what="the executions the dead cluster held")
+        recovered_s = time.monotonic() - killed_at
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    retry_s = settings.Q_CLUSTER["retry"]
+    _report(
+        "task cluster SIGKILLed under serve, scheduled reaper",
+        executions=len(ids),
+        held_by_the_dead_cluster=held,
+        stale_after_s=stale_after_s,
+        reaper_every_s=60,
+        all_final_after_kill_s=round(recovered_s, 1),
+        broker_lock_would_have_held_s=retry_s,
+    )
+    assert held > 0
+    # Within the stale threshold plus one reaper period (and the scheduler's 30 s tick), not
+    # after the broker's lock expired.
+    assert recovered_s < retry_s
+    _assert_ran_once_each(ids, markers, engine_calls(calls_log), killed_runs_at_most=2)

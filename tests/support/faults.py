@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
@@ -50,21 +50,11 @@ def processes_in_session(session_id: int) -> list[int]:
     return pids
 
 
-def children_of(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        return [int(item) for item in path.read_text().split()]
-    except OSError:
-        return []
-
-
 def kill_session(process: subprocess.Popen) -> None:
     """SIGKILL a child and every process of its session at once, as a crash or the OOM killer
     would: nothing gets to clean up."""
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait(timeout=30)
 
 
