@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from core.admin import ReadOnlyAdminMixin
 from executions.exceptions import ExecutionNotCancellable
 from executions.models import Execution, ExecutionAttempt
-from executions.services import execution_cancel
+from executions.services.cancel import execution_cancel
 
 
 def _seconds(value: float | None) -> str:

@@ -35,12 +35,8 @@ from executions.serializers import (
     ExecutionItemSerializer,
     ExecutionSerializer,
 )
-from executions.services import (
-    BatchItem,
-    execution_cancel,
-    execution_create,
-    execution_create_batch,
-)
+from executions.services.cancel import execution_cancel
+from executions.services.create import BatchItem, execution_create, execution_create_batch
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 200

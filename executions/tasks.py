@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from core.db import RetryPolicy, db_reconnect, db_retry
-from executions import services
 from executions.models import Execution
-from executions.services import (
+from executions.services import reaper
+from executions.services.runs import (
     Claim,
     execution_claim,
     execution_claim_companions,
@@ -96,7 +96,7 @@ def execution_run(execution_id: str) -> str:
 
 def execution_reap_stale() -> str:
     """Scheduled: recover running executions whose worker stopped sending heartbeats."""
-    result = services.execution_reap_stale()
+    result = reaper.execution_reap_stale()
     return (
         f"requeued {len(result.requeued)}, failed {len(result.failed)}, "
         f"enqueued again {len(result.enqueued)}"

@@ -6,8 +6,8 @@ import signal
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
+from tests.support.faults import processes_in_session
 from tests.support.servers import free_port
 
 
@@ -30,21 +30,6 @@ def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 90.0) -
             pass
         time.sleep(0.5)
     raise AssertionError(f"{url} did not answer in {timeout}s")
-
-
-def _processes_in_session(session_id: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command name: state, ppid, pgrp, session.
-        if int(fields[3]) == session_id and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 def test_quick_start_prepares_serves_and_stops_cleanly(python, repo_root, sqlite_env, tmp_path):
@@ -78,7 +63,7 @@ def test_quick_start_prepares_serves_and_stops_cleanly(python, repo_root, sqlite
         assert _get(f"{base}/admin/login/") == 200
         assert _get(f"{base}/api/docs/") == 200
         assert _get(f"{base}/static/admin/css/base.css") == 200
-        assert len(_processes_in_session(serve.pid)) >= 1
+        assert len(processes_in_session(serve.pid)) >= 1
         serve.send_signal(signal.SIGINT)
         assert serve.wait(timeout=60) == 0
     finally:
@@ -92,4 +77,4 @@ def test_quick_start_prepares_serves_and_stops_cleanly(python, repo_root, sqlite
     time.sleep(1)
     children = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", output)]
     assert len(children) == 3
-    assert [pid for pid in children if _processes_in_session(pid)] == []
+    assert [pid for pid in children if processes_in_session(pid)] == []

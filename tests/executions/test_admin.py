@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from executions.models import Execution, ExecutionAttempt
-from executions.services import execution_create
+from executions.services.create import execution_create
 from providers import breakers
 from providers.models import BreakerEvent, CircuitBreaker
 from tests.support.factories import CLOSED_PORT_URL, ProviderFactory, StaffUserFactory

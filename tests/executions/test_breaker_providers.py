@@ -5,7 +5,8 @@ movable clock, so the open period passes without sleeping."""
 import pytest
 
 from executions.models import Execution
-from executions.services import execution_claim, execution_create, execution_process
+from executions.services.create import execution_create
+from executions.services.runs import execution_claim, execution_process
 from providers.models import CircuitBreaker
 from tests.support.factories import ProviderFactory
 from tests.support.servers import free_port

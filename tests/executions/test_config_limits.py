@@ -5,7 +5,7 @@ import pytest
 
 from executions.exceptions import InvalidConfig
 from executions.models import Execution
-from executions.services import execution_create
+from executions.services.create import execution_create
 from registry.services.signatures import signature_create
 from registry.services.versions import signature_version_create
 from tests.support.engines import ECHO_ENGINE

@@ -24,12 +24,9 @@ from core.db import RetryPolicy, db_retry
 from core.errors import DatabaseUnavailable
 from executions.broker import broker_stranded_task_ids
 from executions.models import Execution, ExecutionAttempt
-from executions.services import (
-    execution_claim,
-    execution_create,
-    execution_process,
-    execution_reap_stale,
-)
+from executions.services.create import execution_create
+from executions.services.reaper import execution_reap_stale
+from executions.services.runs import execution_claim, execution_process
 from executions.tasks import execution_run
 from providers.models import CircuitBreaker
 from tests.executions.conftest import EXECUTE

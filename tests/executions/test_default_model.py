@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from executions.models import Execution
-from executions.services import execution_create
+from executions.services.create import execution_create
 from providers.selectors import DEFAULT_PROVIDER_NAME, provider_get
 from tests.support.factories import CLOSED_PORT_URL, ProviderFactory, SignatureVersionFactory
 

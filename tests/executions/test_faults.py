@@ -31,7 +31,7 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from executions.models import Execution, ExecutionAttempt
-from executions.services import execution_create
+from executions.services.create import execution_create
 from providers.breakers import breaker_get_or_create
 from providers.models import CircuitBreaker
 from tests.executions.conftest import EXECUTE

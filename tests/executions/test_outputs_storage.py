@@ -2,7 +2,7 @@
 
 import pytest
 
-from executions.services import execution_create
+from executions.services.create import execution_create
 from tests.support.engines import NUL_ENGINE
 from tests.support.factories import ProviderFactory
 from tests.support.specs import QA_LEVEL_INPUTS

@@ -6,15 +6,10 @@ from django.test.utils import CaptureQueriesContext
 
 from executions.exceptions import ExecutionNotCancellable, IdempotencyKeyReused, InvalidConfig
 from executions.models import Execution, ExecutionAttempt
-from executions.services import (
-    execution_cancel,
-    execution_claim,
-    execution_claim_companions,
-    execution_config_validate,
-    execution_create,
-    execution_process,
-    execution_reap_stale,
-)
+from executions.services.cancel import execution_cancel
+from executions.services.create import execution_config_validate, execution_create
+from executions.services.reaper import execution_reap_stale
+from executions.services.runs import execution_claim, execution_claim_companions, execution_process
 from executions.tasks import execution_run
 from providers import breakers
 from providers.exceptions import ProviderDisabled, ProviderNotFound
@@ -326,7 +321,7 @@ def test_a_broker_outage_does_not_fail_the_request(
     def unreachable(*args, **kwargs):
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr("executions.services.async_task", unreachable)
+    monkeypatch.setattr("executions.services.queue.async_task", unreachable)
     with django_capture_on_commit_callbacks(execute=True):
         result = _create()
     execution = Execution.objects.get(id=result.execution.id)

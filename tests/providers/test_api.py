@@ -195,7 +195,7 @@ def test_superuser_can_write(admin_client):
 
 
 def test_a_provider_with_recorded_executions_cannot_be_deleted(operator_client):
-    from executions.services import execution_create
+    from executions.services.create import execution_create
 
     ProviderFactory(name="busy")
     SignatureVersionFactory(signature__name="qa")

@@ -131,7 +131,7 @@ class ConnectionKiller:
 def reaper_running(*, every_s: float = 0.5) -> Iterator[list]:
     """Run the reaper service from a thread of the test process every `every_s` seconds (the
     schedule runs it once a minute; the tests want it sooner). Yields the list of its results."""
-    from executions.services import execution_reap_stale
+    from executions.services.reaper import execution_reap_stale
 
     results: list = []
     stop = threading.Event()

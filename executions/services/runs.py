@@ -1,0 +1,308 @@
+"""Running a claimed execution: claim (and batch companions), heartbeat, each provider of the
+fallback chain in turn through `provider_call`, and the guarded finish.
+"""
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+from django.db import IntegrityError
+from django.db.models import F, Q
+from django.utils import timezone
+
+from core.db import CONNECTION_ERRORS, db_retry
+from core.secrets import known_secrets, scrub
+from executions.models import Execution, ExecutionAttempt
+from executions.services._common import Clock, error_fields
+from providers.calls import ProviderCall, provider_call
+from providers.models import Provider
+from providers.selectors import provider_fallback_chain
+from registry.services.versions import signature_version_build
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one running execution: its `run` is the execution's attempt count."""
+
+    execution_id: uuid.UUID
+    run: int
+
+
+def execution_claim(*, execution_id: uuid.UUID | str, now: Clock = timezone.now) -> Claim | None:
+    """Move a queued execution to running for this worker; None when it is not queued any more
+    (already claimed by a duplicate delivery, cancelled, finished).
+
+    Survives a lost connection: the claim's `started_at` marks the row as this claim's, so a
+    retry can tell its own earlier update that went through from another worker's."""
+    moment = now()
+    tries = 0
+
+    def claim() -> int | None:
+        nonlocal tries
+        tries += 1
+        claimed = Execution.objects.filter(id=execution_id, status=Execution.Status.QUEUED).update(
+            status=Execution.Status.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=moment,
+            heartbeat_at=moment,
+        )
+        if not claimed and tries == 1:
+            return None
+        return (
+            Execution.objects.filter(
+                id=execution_id, status=Execution.Status.RUNNING, started_at=moment
+            )
+            .values_list("attempts", flat=True)
+            .first()
+        )
+
+    run = db_retry(claim)
+    if run is None:
+        return None
+    return Claim(execution_id=uuid.UUID(str(execution_id)), run=run)
+
+
+def execution_claim_companions(
+    *, claim: Claim, limit: int, now: Clock = timezone.now
+) -> list[Claim]:
+    """Claim up to `limit` more queued executions for the same provider, oldest first, so one
+    worker runs them together and the local runtime can batch their generations."""
+    if limit <= 0:
+        return []
+
+    def candidates() -> list[uuid.UUID]:
+        provider_id = (
+            Execution.objects.filter(id=claim.execution_id)
+            .values_list("requested_provider_id", flat=True)
+            .get()
+        )
+        return list(
+            Execution.objects.filter(
+                status=Execution.Status.QUEUED, requested_provider_id=provider_id
+            )
+            .order_by("queued_at")
+            .values_list("id", flat=True)[: limit * 2]
+        )
+
+    claims: list[Claim] = []
+    for candidate in db_retry(candidates):
+        companion = execution_claim(execution_id=candidate, now=now)
+        if companion is not None:
+            claims.append(companion)
+            if len(claims) == limit:
+                break
+    return claims
+
+
+def _claims_filter(claims: list[Claim]) -> Q:
+    condition = Q(pk__in=[])
+    for claim in claims:
+        condition |= Q(id=claim.execution_id, attempts=claim.run)
+    return condition
+
+
+def execution_heartbeat(*, claims: list[Claim], now: Clock = timezone.now) -> int:
+    """Tell the reaper these executions are alive; returns how many rows were still ours."""
+    return Execution.objects.filter(_claims_filter(claims), status=Execution.Status.RUNNING).update(
+        heartbeat_at=now()
+    )
+
+
+def _describe(error: BaseException) -> str:
+    """A one-line summary of an error inside the toolkit, scrubbed."""
+    text = str(error).strip() or type(error).__name__
+    return scrub(text.splitlines()[0], secrets=known_secrets())[:300]
+
+
+def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
+    return _without_nul(json.loads(json.dumps(outputs, default=str)))
+
+
+def _without_nul(value: Any) -> Any:
+    # PostgreSQL cannot store U+0000 in jsonb (nor text), and a model may well generate it:
+    # the outputs keep a visible replacement character instead of failing the execution.
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {key: _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+@dataclass
+class _Run:
+    claim: Claim
+    now: Clock
+    started: float = field(default_factory=time.perf_counter)
+    position: int = 0
+    failures: list[str] = field(default_factory=list)
+    only_timeouts: bool = True
+
+    # Both writes record a provider call already made, so they are retried after a lost
+    # connection (never the call), and each can tell whether an earlier try went through.
+
+    def attempt(self, call: ProviderCall, **fields: Any) -> None:
+        tries = 0
+
+        def write() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                ExecutionAttempt.objects.create(
+                    execution_id=self.claim.execution_id,
+                    run=self.claim.run,
+                    position=self.position,
+                    provider=call.provider,
+                    started_at=call.started_at,
+                    duration_s=call.duration_s,
+                    **fields,
+                )
+            except IntegrityError:
+                # Only this run writes its positions: the earlier try was committed.
+                if tries == 1:
+                    raise
+
+        db_retry(write)
+        self.position += 1
+
+    def finish(self, **fields: Any) -> bool:
+        moment = self.now()
+        execution_time_s = time.perf_counter() - self.started
+        tries = 0
+
+        def write() -> bool:
+            nonlocal tries
+            tries += 1
+            ours = Execution.objects.filter(id=self.claim.execution_id, attempts=self.claim.run)
+            if ours.filter(status=Execution.Status.RUNNING).update(
+                finished_at=moment, execution_time_s=execution_time_s, **fields
+            ):
+                return True
+            return tries > 1 and ours.filter(status=fields["status"], finished_at=moment).exists()
+
+        finished = db_retry(write)
+        if not finished:
+            logger.warning(
+                "Execution %s run %s finished after it was taken away from this worker; "
+                "its outcome was discarded.",
+                self.claim.execution_id,
+                self.claim.run,
+            )
+        return bool(finished)
+
+
+def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
+    """Run a claimed execution: each provider of the requested provider's fallback chain in
+    turn, skipping those whose breaker is open and moving on after a counted failure, until
+    one answers. Returns the final status."""
+    run = _Run(claim=claim, now=now)
+
+    def load() -> tuple[Execution, dspy.Module, list[Provider]]:
+        execution = Execution.objects.select_related(
+            "signature_version__signature", "requested_provider"
+        ).get(id=claim.execution_id)
+        program = signature_version_build(version=execution.signature_version)
+        return execution, program, provider_fallback_chain(provider=execution.requested_provider)
+
+    try:
+        execution, program, chain = db_retry(load)
+        for provider in chain:
+            status = _try_provider(run, execution, program, provider)
+            if status is not None:
+                return status
+    except CONNECTION_ERRORS:
+        # The database stayed away longer than the retries: no outcome can be written, so
+        # the row stays running and the reaper takes it back once its heartbeat is stale.
+        logger.exception("Execution %s lost the database", claim.execution_id)
+        raise
+    except Exception as error:
+        logger.exception("Execution %s failed inside the toolkit", claim.execution_id)
+        run.finish(
+            status=Execution.Status.FAILED,
+            **error_fields(
+                error_type=type(error).__name__,
+                code="internal_error",
+                # The cause is in the log (above, with its traceback), not in client text.
+                message="The toolkit failed while running this execution; the error was logged.",
+            ),
+        )
+        return Execution.Status.FAILED
+    status = Execution.Status.TIMED_OUT if run.only_timeouts else Execution.Status.FAILED
+    run.finish(
+        status=status,
+        **error_fields(
+            error_type="ProvidersExhausted",
+            code="providers_timed_out" if run.only_timeouts else "providers_exhausted",
+            message="Every provider in the fallback chain failed: " + "; ".join(run.failures),
+        ),
+    )
+    return status
+
+
+def _try_provider(
+    run: _Run, execution: Execution, program: dspy.Module, provider: Provider
+) -> str | None:
+    """One provider's turn: the final status, or None to go on to the next provider."""
+    call = provider_call(
+        provider=provider,
+        program=program,
+        inputs=execution.inputs,
+        config=execution.config,
+        now=run.now,
+    )
+    if call.refused:
+        run.attempt(
+            call,
+            outcome=ExecutionAttempt.Outcome.REJECTED,
+            **error_fields(
+                error_type="CircuitOpen", code=call.error_code, message=call.public_message
+            ),
+        )
+        run.failures.append(f"{provider.name}: circuit breaker open")
+        run.only_timeouts = False
+        return None
+    if call.error is not None:
+        error = call.error
+        # The upstream's own words (scrubbed) are for staff, on the attempt only; clients get
+        # the code and the toolkit's message (`ProviderCall`).
+        fields = error_fields(
+            error_type=type(error).__name__, code=call.error_code, message=call.public_message
+        )
+        run.attempt(
+            call,
+            outcome=ExecutionAttempt.Outcome.FAILED,
+            counted_by_breaker=call.counted_by_breaker,
+            error_detail=call.detail,
+            **fields,
+        )
+        if not call.counted_by_breaker:
+            # The request itself is at fault (or the provider refuses it outright): another
+            # provider would not do better, so the execution fails here.
+            run.finish(status=Execution.Status.FAILED, **fields)
+            return Execution.Status.FAILED
+        run.failures.append(f"{provider.name}: {type(error).__name__}: {call.public_message}")
+        run.only_timeouts = run.only_timeouts and isinstance(
+            error, dspy.LMTimeoutError | TimeoutError
+        )
+        return None
+    result = call.result
+    run.attempt(call, outcome=ExecutionAttempt.Outcome.SUCCEEDED)
+    run.finish(
+        status=Execution.Status.SUCCEEDED,
+        provider=provider,
+        outputs=_jsonable(result.outputs),
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        memory_mb=result.peak_memory_mb,
+        error_type="",
+        error_code="",
+        error_message="",
+    )
+    return Execution.Status.SUCCEEDED
