@@ -2,7 +2,7 @@
 the admin and the system checks all use it, and it imports no model).
 """
 
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -12,9 +12,6 @@ from core import env
 from core.secrets import key_variable_problem
 from providers.choices import ProviderAdapter, ProviderKind
 from providers.engines import engine_class_import, engine_contract_problems
-
-if TYPE_CHECKING:
-    from providers.models import Provider
 
 # Path segments of the API that a provider name would shadow (/api/v1/providers/<name>/).
 RESERVED_NAMES = frozenset({"hardware", "available"})
@@ -45,8 +42,11 @@ def validate_base_url(value: str) -> None:
         )
 
 
-def provider_config_errors(*, provider: "Provider") -> dict[str, list[str]]:
-    """Field-level problems of a provider's kind-specific settings (empty when valid)."""
+def provider_config_errors(*, provider: Any) -> dict[str, list[str]]:
+    """Field-level problems of a provider's kind-specific settings (empty when valid).
+
+    `provider` is a `Provider` (not imported, not even for the annotation: this module sits
+    below the models)."""
     errors: dict[str, list[str]] = {}
 
     def add(field: str, message: str) -> None:
