@@ -12,6 +12,11 @@ from typing import Any
 FieldErrors = dict[str, Any]
 
 
+def field_error(code: str, message: str) -> list[dict[str, str]]:
+    """One field's problem, as `errors` holds it: `[{"code": ..., "message": ...}]`."""
+    return [{"code": code, "message": message}]
+
+
 class ApplicationError(Exception):
     """Base of the project's errors. Subclasses set `code`, `status_code` and, when the
     message does not depend on the case, `default_message`."""

@@ -8,6 +8,8 @@ check of them, so the registry, the providers and the executions cannot drift ap
 import math
 from typing import Any
 
+from core.errors import field_error
+
 TEMPERATURE_MIN, TEMPERATURE_MAX = 0.0, 2.0
 TOP_P_MIN, TOP_P_MAX = 0.0, 1.0
 MAX_TOKENS_MIN = 1
@@ -16,13 +18,9 @@ MAX_TOKENS_MIN = 1
 MAX_TOKENS_CEILING = 32_768
 STOP_SEQUENCES_MAX = 4
 
-SETTINGS = ("temperature", "max_tokens", "top_p", "stop")
+GENERATION_SETTINGS = ("temperature", "max_tokens", "top_p", "stop")
 
 ErrorList = list[dict[str, str]]
-
-
-def _error(code: str, message: str) -> ErrorList:
-    return [{"code": code, "message": message}]
 
 
 def _number_problem(
@@ -33,9 +31,9 @@ def _number_problem(
     )
     message = f"'{key}' must be {expected}."
     if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        return _error("wrong_type", message)
+        return field_error("wrong_type", message)
     if not math.isfinite(value) or not low <= value <= high:
-        return _error("out_of_range", message)
+        return field_error("out_of_range", message)
     return None
 
 
@@ -46,7 +44,7 @@ def _stop_problem(value: Any) -> ErrorList | None:
         or not 1 <= len(stops) <= STOP_SEQUENCES_MAX
         or not all(isinstance(stop, str) and stop for stop in stops)
     ):
-        return _error(
+        return field_error(
             "wrong_type",
             f"'stop' must be a non-empty string or a list of 1 to {STOP_SEQUENCES_MAX} "
             "non-empty strings.",
@@ -57,7 +55,7 @@ def _stop_problem(value: Any) -> ErrorList | None:
 def generation_settings_check(
     settings: Any,
     *,
-    allowed: tuple[str, ...] = SETTINGS,
+    allowed: tuple[str, ...] = GENERATION_SETTINGS,
     max_tokens_limit: int = MAX_TOKENS_CEILING,
 ) -> tuple[dict[str, Any], dict[str, ErrorList]]:
     """The settings normalised (temperature and top_p as floats, stop as a list), and the
@@ -69,7 +67,7 @@ def generation_settings_check(
         return {}, {}
     if not isinstance(settings, dict):
         return {}, {
-            "non_field_errors": _error(
+            "non_field_errors": field_error(
                 "wrong_type", f"Expected an object with optional {', '.join(allowed)}."
             )
         }
@@ -77,7 +75,7 @@ def generation_settings_check(
     errors: dict[str, ErrorList] = {}
     for key, value in settings.items():
         if key not in allowed:
-            problem = _error(
+            problem = field_error(
                 "unknown_field",
                 f"'{key}' is not a setting here; use {', '.join(allowed)}.",
             )

@@ -13,6 +13,7 @@ from django.db.models import Q
 
 from executions.exceptions import ClientQueueFull, QueueFull
 from executions.models import Execution
+from executions.selectors import execution_client_scope
 from providers.calls import providers_routed_with
 from providers.models import Provider
 
@@ -25,12 +26,7 @@ def _waiting(condition: Q, *, limit: int) -> int:
 def execution_admit(*, provider: Provider, api_key=None, user=None) -> None:
     """Raise ClientQueueFull or QueueFull when a new execution for `provider` must wait."""
     client_limit = settings.EXECUTIONS_MAX_QUEUED_PER_CLIENT
-    if api_key is not None:
-        client = Q(api_key=api_key)
-    elif user is not None and user.is_authenticated and user.pk:
-        client = Q(api_key__isnull=True, created_by=user)
-    else:
-        client = None
+    client = execution_client_scope(api_key=api_key, user=user)
     if client is not None and _waiting(client, limit=client_limit) >= client_limit:
         raise ClientQueueFull(client_limit)
     limit = settings.EXECUTIONS_MAX_QUEUED

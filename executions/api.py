@@ -23,7 +23,7 @@ from rest_framework_api_key.models import APIKey
 
 from core.api.errors import error_body
 from core.api.schema import error_response
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, field_error
 from executions.filters import ExecutionFilter
 from executions.models import Execution
 from executions.selectors import execution_get, execution_list, execution_wait
@@ -270,11 +270,7 @@ def _batch_item(item: Any) -> BatchItem:
     if not isinstance(item, dict):
         return BatchItem(
             error=InvalidRequest(
-                errors={
-                    "non_field_errors": [
-                        {"code": "invalid", "message": "Each item must be an object."}
-                    ]
-                }
+                errors={"non_field_errors": field_error("invalid", "Each item must be an object.")}
             )
         )
     serializer = ExecutionItemSerializer(data=item)

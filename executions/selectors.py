@@ -7,7 +7,7 @@ The reads an API answer depends on are retried briefly on a new connection after
 import time
 import uuid
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from core.db import REQUEST_RETRY, db_retry
 from executions.models import Execution, ExecutionAttempt
@@ -60,3 +60,14 @@ def execution_wait_all(
 def execution_wait(*, execution_id: uuid.UUID, timeout_s: float) -> Execution:
     """The execution once it has finished, or as it is when `timeout_s` has passed."""
     return execution_wait_all(execution_ids=[execution_id], timeout_s=timeout_s)[execution_id]
+
+
+def execution_client_scope(*, api_key=None, user=None) -> Q | None:
+    """The executions of one client: its API key's, or a signed-in user's own (session
+    requests carry no key); None for a request with neither. Idempotency keys and queue
+    shares are per client."""
+    if api_key is not None:
+        return Q(api_key=api_key)
+    if user is not None and user.is_authenticated and user.pk:
+        return Q(api_key__isnull=True, created_by=user)
+    return None

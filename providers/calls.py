@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 from dspy.utils.exceptions import AdapterParseError, LMUnexpectedError
 
+from core.generation import GENERATION_SETTINGS
 from core.secrets import known_secrets, redact, scrub
 from providers.breakers import (
     breaker_acquire_permission,
@@ -45,9 +46,6 @@ class ProviderResult:
     applied_optimizations: tuple[str, ...]
 
 
-CALL_OVERRIDES = ("temperature", "max_tokens", "top_p", "stop")
-
-
 def provider_execute(
     *,
     provider: Provider,
@@ -59,8 +57,8 @@ def provider_execute(
 
     DSPy's `LMError` family and `AdapterParseError` propagate unchanged.
     """
-    overrides = {key: value for key, value in (config or {}).items() if key in CALL_OVERRIDES}
-    unknown = set(config or {}) - set(CALL_OVERRIDES)
+    overrides = {key: value for key, value in (config or {}).items() if key in GENERATION_SETTINGS}
+    unknown = set(config or {}) - set(GENERATION_SETTINGS)
     if unknown:
         raise ValueError(f"Unknown generation settings: {sorted(unknown)}")
     if "stop" in overrides and isinstance(overrides["stop"], str):

@@ -6,13 +6,10 @@ execution layer can check a request before anything is stored.
 
 from typing import Any
 
+from core.errors import field_error
 from registry.exceptions import InputValidationError
 from registry.field_types import RULES
 from registry.models import SignatureVersion
-
-
-def _input_error(code: str, message: str) -> list[dict[str, str]]:
-    return [{"code": code, "message": message}]
 
 
 def _coerce(field: dict[str, Any], value: Any) -> tuple[Any, list[dict[str, str]] | None]:
@@ -21,17 +18,17 @@ def _coerce(field: dict[str, Any], value: Any) -> tuple[Any, list[dict[str, str]
     if rule.has_choices:
         choices = field["choices"]
         if not rule.accepts(value):
-            return None, _input_error(
+            return None, field_error(
                 "wrong_type",
                 f"Expected one of the strings {', '.join(choices)}, got {_json_type_name(value)}.",
             )
         if value not in choices:
-            return None, _input_error(
+            return None, field_error(
                 "invalid_choice", f"'{value}' is not one of the choices: {', '.join(choices)}."
             )
         return value, None
     if not rule.accepts(value):
-        return None, _input_error(
+        return None, field_error(
             "wrong_type", f"Expected {rule.expected}, got {_json_type_name(value)}."
         )
     return rule.normalize(value), None
@@ -68,7 +65,7 @@ def signature_version_validate_inputs(
     if not isinstance(inputs, dict):
         raise InputValidationError(
             {
-                "non_field_errors": _input_error(
+                "non_field_errors": field_error(
                     "wrong_type",
                     f"Inputs must be an object mapping field names to values, "
                     f"got {_json_type_name(inputs)}.",
@@ -79,7 +76,7 @@ def signature_version_validate_inputs(
     known = {field["name"] for field in version.input_fields}
     for name in inputs:
         if name not in known:
-            errors[str(name)] = _input_error(
+            errors[str(name)] = field_error(
                 "unknown_field",
                 f"'{name}' is not an input of {version}; the inputs are "
                 f"{', '.join(field['name'] for field in version.input_fields)}.",
@@ -88,7 +85,7 @@ def signature_version_validate_inputs(
     for field in version.input_fields:
         name = field["name"]
         if name not in inputs:
-            errors[name] = _input_error("missing", f"The input '{name}' is required.")
+            errors[name] = field_error("missing", f"The input '{name}' is required.")
             continue
         value, problem = _coerce(field, inputs[name])
         if problem:

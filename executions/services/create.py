@@ -14,15 +14,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 
 from core.db import CONNECTION_ERRORS, REQUEST_RETRY, db_reconnect, db_retry
-from core.errors import ApplicationError, DatabaseUnavailable
+from core.errors import ApplicationError, DatabaseUnavailable, field_error
 from core.generation import generation_settings_check
 from executions.admission import execution_admit
 from executions.exceptions import IdempotencyKeyReused, InvalidConfig
 from executions.models import Execution
-from executions.selectors import execution_wait_all
+from executions.selectors import execution_client_scope, execution_wait_all
 from executions.services.queue import execution_enqueue, execution_enqueue_on_commit
 from providers.exceptions import ProviderDisabled
 from providers.models import Provider
@@ -52,16 +51,12 @@ def execution_config_validate(*, config: Any, defaults: dict[str, Any] | None = 
     if merged.get("max_tokens", 0) > limit:
         raise InvalidConfig(
             {
-                "max_tokens": [
-                    {
-                        "code": "out_of_range",
-                        "message": (
-                            f"The signature version's lm_defaults ask for max_tokens="
-                            f"{merged['max_tokens']}, above this server's limit of {limit}; "
-                            f"pass config.max_tokens of at most {limit}."
-                        ),
-                    }
-                ]
+                "max_tokens": field_error(
+                    "out_of_range",
+                    f"The signature version's lm_defaults ask for max_tokens="
+                    f"{merged['max_tokens']}, above this server's limit of {limit}; "
+                    f"pass config.max_tokens of at most {limit}.",
+                )
             }
         )
     return merged
@@ -92,13 +87,8 @@ def execution_request_hash(
 
 
 def _idempotent_match(*, api_key, user, idempotency_key: str) -> Execution | None:
-    if not idempotency_key:
-        return None
-    if api_key is not None:
-        scope = Q(api_key=api_key)
-    elif user is not None and user.is_authenticated:
-        scope = Q(api_key__isnull=True, created_by=user)
-    else:
+    scope = execution_client_scope(api_key=api_key, user=user)
+    if not idempotency_key or scope is None:
         return None
     return Execution.objects.filter(scope, idempotency_key=idempotency_key).first()
 
@@ -164,7 +154,8 @@ def execution_create(
             mode=mode,
             timeout_s=timeout_s,
             api_key=api_key,
-            created_by=user if user is not None and user.is_authenticated and user.pk else None,
+            # A session's user; an API key's request has none (nor has an anonymous one).
+            created_by=user if api_key is None and execution_client_scope(user=user) else None,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             batch_id=batch_id,

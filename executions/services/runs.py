@@ -15,7 +15,6 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.db import CONNECTION_ERRORS, db_retry
-from core.secrets import known_secrets, scrub
 from executions.models import Execution, ExecutionAttempt
 from executions.services._common import Clock, error_fields
 from providers.calls import ProviderCall, provider_call
@@ -112,12 +111,6 @@ def execution_heartbeat(*, claims: list[Claim], now: Clock = timezone.now) -> in
     return Execution.objects.filter(_claims_filter(claims), status=Execution.Status.RUNNING).update(
         heartbeat_at=now()
     )
-
-
-def _describe(error: BaseException) -> str:
-    """A one-line summary of an error inside the toolkit, scrubbed."""
-    text = str(error).strip() or type(error).__name__
-    return scrub(text.splitlines()[0], secrets=known_secrets())[:300]
 
 
 def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
