@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from core.db import RetryPolicy, db_reconnect, db_retry
+from core.db import RetryPolicy, db_retry
 from executions.models import Execution
 from executions.services import reaper
 from executions.services.runs import (
@@ -55,8 +55,8 @@ class _Heartbeat:
                 except DatabaseError:
                     # A missed beat is harmless unless they keep failing for the whole stale
                     # threshold, and then the reaper's recovery is the right outcome anyway.
+                    # (db_retry has already dropped a lost connection.)
                     logger.exception("Could not write the heartbeat of %s", self.claims)
-                    db_reconnect()
         finally:
             connection.close()
 

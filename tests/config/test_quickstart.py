@@ -5,18 +5,9 @@ import re
 import signal
 import subprocess
 import time
-import urllib.request
 
 from tests.support.faults import processes_in_session
-from tests.support.servers import free_port
-
-
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (local URL)
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+from tests.support.servers import free_port, http_status
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
@@ -24,7 +15,7 @@ def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 90.0) -
     while time.monotonic() < deadline:
         assert process.poll() is None, "serve exited before it answered"
         try:
-            if _get(url) == 200:
+            if http_status(url) == 200:
                 return
         except OSError:
             pass
@@ -60,9 +51,9 @@ def test_quick_start_prepares_serves_and_stops_cleanly(python, repo_root, sqlite
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_until_up(f"{base}/health/ready", serve)
-        assert _get(f"{base}/admin/login/") == 200
-        assert _get(f"{base}/api/docs/") == 200
-        assert _get(f"{base}/static/admin/css/base.css") == 200
+        assert http_status(f"{base}/admin/login/") == 200
+        assert http_status(f"{base}/api/docs/") == 200
+        assert http_status(f"{base}/static/admin/css/base.css") == 200
         assert len(processes_in_session(serve.pid)) >= 1
         serve.send_signal(signal.SIGINT)
         assert serve.wait(timeout=60) == 0

@@ -7,7 +7,6 @@ import re
 import signal
 import socket
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,7 @@ from django_q.models import Success
 from django_q.tasks import async_task
 
 from tests.support.faults import processes_in_session, wait_for
-from tests.support.servers import free_port
-
-
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (local URL)
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+from tests.support.servers import free_port, http_status
 
 
 def _pids(log: Path, verb: str) -> dict[str, list[int]]:
@@ -104,7 +95,7 @@ def test_a_dead_cluster_is_restarted_while_the_rest_keeps_serving(start_serve, m
     serve = start_serve("--restart-delay", "0.2", "--stable-after", "2")
     pids = serve.wait_ready()
     assert set(pids) == {"web", "tasks", "inference"}
-    assert _get(f"{serve.base}/health/live") == 200
+    assert http_status(f"{serve.base}/health/live") == 200
 
     # Only the cluster's main process: its sentinel and workers are left as orphans, which
     # the supervisor must clear before it starts a new cluster beside them.
@@ -115,7 +106,7 @@ def test_a_dead_cluster_is_restarted_while_the_rest_keeps_serving(start_serve, m
     assert f"tasks (pid {pids['tasks']}) exited with code -9" in serve.text()
     assert processes_in_session(pids["tasks"]) == []
     # The web server and the other cluster were left alone.
-    assert _get(f"{serve.base}/health/live") == 200
+    assert http_status(f"{serve.base}/health/live") == 200
     assert processes_in_session(pids["web"]) and processes_in_session(pids["inference"])
     assert "restarted" not in "".join(
         line for line in serve.text().splitlines() if "web" in line or "inference" in line

@@ -36,6 +36,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def chat_completion(content: str) -> dict:
+    """An OpenAI chat completion answering `content`, with fixed token counts."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "test-model",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
+    }
+
+
+def http_status(url: str) -> int:
+    """The status a GET of `url` answers (4xx and 5xx included)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (local URL)
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 @dataclass(frozen=True)
 class ReceivedRequest:
     path: str
@@ -86,20 +113,7 @@ class OpenAIHandler(BaseHTTPRequestHandler):
             ).encode()
         elif server.echo_body == "completion":
             content_type = "application/json"
-            completion = {
-                "id": "chatcmpl-echo",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "test-model",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": f"{authorization} {url}"},
-                    }
-                ],
-                "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
-            }
+            completion = chat_completion(f"{authorization} {url}")
             payload = json.dumps(completion).encode()
         else:
             content_type = "application/json"
@@ -178,20 +192,7 @@ class OpenAIServer(ThreadingHTTPServer):
             return 200, b'{"choices": [ not json'
         if self.mode == "slow":
             time.sleep(self.delay_s)
-        completion = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "test-model",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": self.content},
-                }
-            ],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
-        }
+        completion = chat_completion(self.content)
         return 200, json.dumps(completion).encode()
 
 
