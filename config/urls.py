@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("registry.urls")),
     path("", include("providers.urls")),
     path("", include("executions.urls")),
+    path("", include("monitoring.api_urls")),
 ]
 
 urlpatterns = [

@@ -7,6 +7,7 @@ from django.utils import timezone
 from executions.exceptions import ExecutionNotCancellable
 from executions.models import Execution
 from executions.services._common import Clock, error_fields
+from executions.signals import execution_outcome, send_execution_finished
 
 logger = logging.getLogger(__name__)
 
@@ -23,4 +24,5 @@ def execution_cancel(*, execution: Execution, now: Clock = timezone.now) -> Exec
     execution.refresh_from_db()
     if not cancelled:
         raise ExecutionNotCancellable(execution.status)
+    send_execution_finished(execution_outcome(execution))
     return execution

@@ -15,6 +15,7 @@ from executions.broker import broker_stranded_task_ids
 from executions.models import Execution
 from executions.services._common import Clock, error_fields
 from executions.services.queue import execution_enqueue_on_commit
+from executions.signals import execution_outcome, send_execution_finished
 from providers.calls import provider_route
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
         execution_enqueue_on_commit(orphan.id, orphan.requested_provider)
     stale = (
         Execution.objects.filter(status=Execution.Status.RUNNING, heartbeat_at__lt=threshold)
-        .select_related("requested_provider")
-        .only("id", "attempts", "requested_provider")[:REAP_BATCH]
+        .select_related("requested_provider", "signature_version__signature")
+        .defer("inputs", "config", "outputs")[:REAP_BATCH]
     )
     requeued: list[uuid.UUID] = []
     failed: list[uuid.UUID] = []
@@ -92,20 +93,24 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
             ):
                 requeued.append(execution_id)
                 execution_enqueue_on_commit(execution_id, row.requested_provider)
-        elif guarded.update(
-            status=Execution.Status.FAILED,
-            finished_at=moment,
-            **error_fields(
-                error_type="WorkerLost",
-                code="worker_lost",
-                message=(
-                    f"The worker running this execution stopped sending heartbeats (none for "
-                    f"{stale_after:g}s), {attempts} time(s); gave up after {max_attempts} "
-                    f"attempts."
+        else:
+            changes = {
+                "status": Execution.Status.FAILED,
+                "finished_at": moment,
+                **error_fields(
+                    error_type="WorkerLost",
+                    code="worker_lost",
+                    message=(
+                        f"The worker running this execution stopped sending heartbeats (none "
+                        f"for {stale_after:g}s), {attempts} time(s); gave up after "
+                        f"{max_attempts} attempts."
+                    ),
                 ),
-            ),
-        ):
-            failed.append(execution_id)
+            }
+            if guarded.update(**changes):
+                failed.append(execution_id)
+                outcome = execution_outcome(row, provider=None, execution_time_s=None, **changes)
+                transaction.on_commit(lambda outcome=outcome: send_execution_finished(outcome))
     enqueued = [orphan.id for orphan in orphans]
     if requeued or failed or enqueued:
         logger.warning(

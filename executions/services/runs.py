@@ -17,6 +17,12 @@ from django.utils import timezone
 from core.db import CONNECTION_ERRORS, db_retry
 from executions.models import Execution, ExecutionAttempt
 from executions.services._common import Clock, error_fields
+from executions.signals import (
+    AttemptOutcome,
+    execution_outcome,
+    send_attempt_finished,
+    send_execution_finished,
+)
 from providers.calls import ProviderCall, provider_call
 from providers.models import Provider
 from providers.selectors import provider_fallback_chain
@@ -137,6 +143,8 @@ class _Run:
     position: int = 0
     failures: list[str] = field(default_factory=list)
     only_timeouts: bool = True
+    # Set once loaded; None only when loading it failed inside the toolkit.
+    execution: Execution | None = None
 
     # Both writes record a provider call already made, so they are retried after a lost
     # connection (never the call), and each can tell whether an earlier try went through.
@@ -164,6 +172,19 @@ class _Run:
 
         db_retry(write)
         self.position += 1
+        if self.execution is not None:
+            version = self.execution.signature_version
+            send_attempt_finished(
+                AttemptOutcome(
+                    execution_id=str(self.claim.execution_id),
+                    signature=version.signature.name,
+                    version=version.number,
+                    provider=call.provider.name,
+                    outcome=fields["outcome"],
+                    error_code=fields.get("error_code", ""),
+                    duration_s=call.duration_s,
+                )
+            )
 
     def finish(self, **fields: Any) -> bool:
         moment = self.now()
@@ -188,6 +209,17 @@ class _Run:
                 self.claim.execution_id,
                 self.claim.run,
             )
+        elif self.execution is not None:
+            send_execution_finished(
+                execution_outcome(
+                    self.execution,
+                    # Providers tried after the requested one: each attempt is one provider.
+                    fallback_hops=max(self.position - 1, 0),
+                    finished_at=moment,
+                    execution_time_s=execution_time_s,
+                    **fields,
+                )
+            )
         return bool(finished)
 
 
@@ -206,6 +238,7 @@ def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
 
     try:
         execution, program, chain = db_retry(load)
+        run.execution = execution
         for provider in chain:
             status = _try_provider(run, execution, program, provider)
             if status is not None:
