@@ -6,10 +6,6 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
-admin.site.site_header = "DSPy Toolkit"
-admin.site.site_title = "DSPy Toolkit"
-admin.site.index_title = "Operations console"
-
 api_v1 = [
     path("", include("registry.urls")),
     path("", include("providers.urls")),
@@ -18,6 +14,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/try-it/", include("executions.admin_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -135,7 +135,9 @@ def sqlite_database() -> dict:
     path = var_dir() / "db.sqlite3"
     path.parent.mkdir(parents=True, exist_ok=True)
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        # django-prometheus' wrapper of Django's backend: it counts connections, queries,
+        # their durations and errors for /metrics.
+        "ENGINE": "django_prometheus.db.backends.sqlite3",
         "NAME": str(path),
         # The web process and the workers write at once: WAL lets readers proceed during a
         # write, IMMEDIATE takes the write lock at BEGIN (no lock upgrade deadlock), and the
@@ -162,4 +164,7 @@ def database(default_url: str | None = None) -> dict:
     if config["ENGINE"] == "django.db.backends.sqlite3":
         return sqlite_database() | {"NAME": config["NAME"]}
     config["CONN_HEALTH_CHECKS"] = True
+    # django-prometheus' wrapper of the same backend (see `sqlite_database`).
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        config["ENGINE"] = "django_prometheus.db.backends.postgresql"
     return config

@@ -1,16 +1,140 @@
-"""Operations console for executions: read-only records, and cancelling queued ones."""
+"""Operations console for executions: read-only records and the failure log; cancelling
+queued executions and re-running any (as new executions) call the services."""
 
-from django.contrib import admin
+import json
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdminMixin
+from core.errors import ApplicationError
+from core.secrets import REDACTED
 from executions.exceptions import ExecutionNotCancellable
-from executions.models import Execution, ExecutionAttempt
+from executions.models import Execution, ExecutionAttempt, ExecutionFailure
 from executions.services.cancel import execution_cancel
+from executions.services.rerun import execution_rerun
+from providers.models import Provider
+
+# Status colours: green done, red failed, amber waiting or gave up on time, grey cancelled.
+STATUS_COLOURS = {
+    Execution.Status.QUEUED: "#b7791f",
+    Execution.Status.RUNNING: "#2b6cb0",
+    Execution.Status.SUCCEEDED: "#2f855a",
+    Execution.Status.FAILED: "#c53030",
+    Execution.Status.TIMED_OUT: "#c05621",
+    Execution.Status.CANCELLED: "#718096",
+    ExecutionAttempt.Outcome.REJECTED: "#805ad5",
+}
+# An admin action re-runs at most this many executions at once.
+RERUN_MAX = 100
+MESSAGE_CHARS = 80
 
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
+
+
+def _badge(value: str, label: str) -> str:
+    return format_html(
+        '<span style="color:#fff;background:{};padding:1px 6px;border-radius:3px;'
+        'white-space:nowrap">{}</span>',
+        STATUS_COLOURS.get(value, "#4a5568"),
+        label,
+    )
+
+
+def _pre(text: str) -> str:
+    if not text:
+        return "-"
+    return format_html(
+        '<pre style="white-space:pre-wrap;max-height:30em;overflow:auto;margin:0">{}</pre>', text
+    )
+
+
+class RerunForm(forms.Form):
+    """Where to re-run: empty fields keep the original's provider and version."""
+
+    provider = forms.ModelChoiceField(
+        queryset=Provider.objects.filter(enabled=True).order_by("name"),
+        required=False,
+        to_field_name="name",
+        empty_label="(the provider each execution requested)",
+    )
+    version = forms.CharField(
+        required=False,
+        max_length=100,
+        help_text="A version number or an alias (production, latest...); empty: the version "
+        "each execution ran.",
+    )
+
+    def clean_version(self) -> int | str | None:
+        value = self.cleaned_data["version"].strip()
+        if not value:
+            return None
+        return int(value) if value.isdigit() else value
+
+
+class RerunActionsMixin:
+    """Two admin actions on a list whose rows lead to executions (`rerun_targets`): re-run them
+    with the same settings, or on a provider or version chosen on an intermediate page."""
+
+    def rerun_targets(self, queryset: QuerySet) -> list[Execution]:
+        raise NotImplementedError
+
+    def has_rerun_permission(self, request) -> bool:
+        # A re-run creates an execution, which the read-only pages themselves never do.
+        return request.user.has_perm("executions.add_execution")
+
+    @admin.action(description="Re-run the selected executions", permissions=["rerun"])
+    def rerun_same(self, request, queryset: QuerySet) -> None:
+        self._rerun(request, self.rerun_targets(queryset))
+
+    @admin.action(
+        description="Re-run the selected executions on another provider or version…",
+        permissions=["rerun"],
+    )
+    def rerun_choose(self, request, queryset: QuerySet):
+        targets = self.rerun_targets(queryset)
+        form = RerunForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            provider = form.cleaned_data["provider"]
+            self._rerun(
+                request,
+                targets,
+                provider=provider.name if provider else None,
+                version=form.cleaned_data["version"],
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Re-run executions",
+            "form": form,
+            "targets": targets,
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            "action": "rerun_choose",
+        }
+        return TemplateResponse(request, "admin/executions/rerun.html", context)
+
+    def _rerun(self, request, targets: list[Execution], **where) -> None:
+        created, refused = [], []
+        for execution in targets:
+            try:
+                result = execution_rerun(execution=execution, user=request.user, **where)
+            except ApplicationError as error:
+                refused.append(f"{str(execution.pk)[:8]}: {error.message}")
+            else:
+                created.append(str(result.execution.pk)[:8])
+        if created:
+            self.message_user(request, f"Queued {len(created)} re-run(s): {', '.join(created)}.")
+        if refused:
+            self.message_user(request, "Not re-run: " + "; ".join(refused), level=messages.ERROR)
 
 
 class ExecutionAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -25,6 +149,7 @@ class ExecutionAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
         "error_code",
         "error_message",
         "error_detail",
+        "cause",
         "counted_by_breaker",
         "started_at",
         "duration",
@@ -40,10 +165,10 @@ class ExecutionAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ExecutionAdmin(RerunActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "short_id",
-        "status",
+        "status_badge",
         "signature_name",
         "version_number",
         "requested_provider",
@@ -51,14 +176,25 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "attempts",
         "queued_at",
         "execution_time",
+        "error_cause",
         "error_code",
     ]
-    list_filter = ["status", "mode", "requested_provider", "provider", "error_code"]
+    list_filter = [
+        "status",
+        "error_cause",
+        ("signature_version__signature", admin.RelatedOnlyFieldListFilter),
+        "signature_version__number",
+        ("requested_provider", admin.RelatedOnlyFieldListFilter),
+        ("provider", admin.RelatedOnlyFieldListFilter),
+        ("api_key", admin.RelatedOnlyFieldListFilter),
+        "mode",
+        "error_code",
+    ]
     list_select_related = ["signature_version__signature", "requested_provider", "provider"]
     search_fields = ["=id", "signature_version__signature__name", "error_message"]
     date_hierarchy = "queued_at"
     inlines = [ExecutionAttemptInline]
-    actions = ["cancel_queued"]
+    actions = ["cancel_queued", "rerun_same", "rerun_choose"]
     fieldsets = [
         (
             None,
@@ -73,7 +209,19 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 ]
             },
         ),
-        ("Result", {"fields": ["outputs", "error_type", "error_code", "error_message"]}),
+        (
+            "Result",
+            {
+                "fields": [
+                    "outputs",
+                    "error_cause",
+                    "error_type",
+                    "error_code",
+                    "error_message",
+                    "rerun_of",
+                ]
+            },
+        ),
         (
             "Request",
             {
@@ -86,6 +234,7 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "created_by",
                     "idempotency_key",
                     "request_hash",
+                    "keep_trace",
                 ]
             },
         ),
@@ -115,6 +264,17 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def short_id(self, execution: Execution) -> str:
         # The full id is on the page and searchable (`=<id>`); eight characters tell rows apart.
         return str(execution.pk)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, execution: Execution) -> str:
+        return _badge(execution.status, execution.get_status_display())
+
+    def rerun_targets(self, queryset: QuerySet) -> list[Execution]:
+        return list(
+            queryset.select_related("signature_version__signature", "requested_provider")[
+                :RERUN_MAX
+            ]
+        )
 
     @admin.display(description="execution time", ordering="execution_time_s")
     def execution_time(self, execution: Execution) -> str:
@@ -175,3 +335,189 @@ class ExecutionAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="duration", ordering="duration_s")
     def duration(self, attempt: ExecutionAttempt) -> str:
         return _seconds(attempt.duration_s)
+
+
+class FailureCauseFilter(admin.SimpleListFilter):
+    """By cause, with the causes' labels (the column's choices)."""
+
+    title = "cause"
+    parameter_name = "cause"
+
+    def lookups(self, request, model_admin):
+        return ExecutionFailure._meta.get_field("cause").choices
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(cause=self.value()) if self.value() else queryset
+
+
+@admin.register(ExecutionFailure)
+class ExecutionFailureAdmin(RerunActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The failure log: every failed or refused provider call, newest first, with the evidence
+    to find out why (prompt, raw output, traceback, breaker state, inputs)."""
+
+    list_display = [
+        "time",
+        "outcome_badge",
+        "signature_name",
+        "version_number",
+        "provider",
+        "cause",
+        "error_code",
+        "short_message",
+    ]
+    list_display_links = ["time"]
+    list_filter = [
+        FailureCauseFilter,
+        "error_type",
+        ("provider", admin.RelatedOnlyFieldListFilter),
+        ("execution__signature_version__signature", admin.RelatedOnlyFieldListFilter),
+        "execution__signature_version__number",
+        ("execution__api_key", admin.RelatedOnlyFieldListFilter),
+        "started_at",
+    ]
+    list_select_related = ["execution__signature_version__signature", "provider"]
+    search_fields = [
+        "=execution__id",
+        "execution__signature_version__signature__name",
+        "provider__name",
+        "error_code",
+        "error_message",
+        "error_detail",
+    ]
+    date_hierarchy = "started_at"
+    ordering = ["-started_at", "-id"]
+    actions = ["rerun_same", "rerun_choose"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "time",
+                    "outcome_badge",
+                    "execution_link",
+                    "signature_name",
+                    "version_number",
+                    "provider",
+                    "run",
+                    "position",
+                    "breaker_state",
+                    "counted_by_breaker",
+                ]
+            },
+        ),
+        (
+            "Error",
+            {
+                "fields": [
+                    "cause",
+                    "error_type",
+                    "error_code",
+                    "error_message",
+                    "error_detail",
+                    "traceback_text",
+                ]
+            },
+        ),
+        ("Call", {"fields": ["inputs", "prompt_text", "raw_output_text"]}),
+        ("Metrics", {"fields": ["duration", "input_tokens", "output_tokens"]}),
+    ]
+    readonly_fields = [
+        "time",
+        "outcome_badge",
+        "execution_link",
+        "signature_name",
+        "version_number",
+        "provider",
+        "run",
+        "position",
+        "breaker_state",
+        "counted_by_breaker",
+        "cause",
+        "error_type",
+        "error_code",
+        "error_message",
+        "error_detail",
+        "traceback_text",
+        "inputs",
+        "prompt_text",
+        "raw_output_text",
+        "duration",
+        "input_tokens",
+        "output_tokens",
+    ]
+
+    def get_queryset(self, request) -> QuerySet:
+        queryset = (
+            super()
+            .get_queryset(request)
+            .select_related("execution__signature_version__signature", "provider")
+        )
+        match = request.resolver_match
+        if match is not None and match.url_name == "executions_executionfailure_changelist":
+            # The list shows none of the long texts (each up to 20,000 characters a row).
+            queryset = queryset.defer(
+                "prompt", "raw_output", "traceback", "error_detail", "execution__inputs"
+            )
+        return queryset
+
+    @admin.display(description="time", ordering="started_at")
+    def time(self, failure: ExecutionFailure) -> str:
+        return timezone.localtime(failure.started_at).strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_badge(self, failure: ExecutionFailure) -> str:
+        return _badge(failure.outcome, failure.get_outcome_display())
+
+    @admin.display(
+        description="signature", ordering="execution__signature_version__signature__name"
+    )
+    def signature_name(self, failure: ExecutionFailure) -> str:
+        return failure.execution.signature_version.signature.name
+
+    @admin.display(description="version", ordering="execution__signature_version__number")
+    def version_number(self, failure: ExecutionFailure) -> int:
+        return failure.execution.signature_version.number
+
+    @admin.display(description="message")
+    def short_message(self, failure: ExecutionFailure) -> str:
+        text = failure.error_message
+        return text if len(text) <= MESSAGE_CHARS else f"{text[: MESSAGE_CHARS - 1]}…"
+
+    @admin.display(description="execution")
+    def execution_link(self, failure: ExecutionFailure) -> str:
+        url = reverse("admin:executions_execution_change", args=[failure.execution_id])
+        return format_html(
+            '<a href="{}">{}</a> ({})', url, failure.execution_id, failure.execution.status
+        )
+
+    @admin.display(description="inputs")
+    def inputs(self, failure: ExecutionFailure) -> str:
+        if not settings.EXECUTIONS_FAILURE_LOG_INPUTS:
+            return REDACTED
+        return _pre(json.dumps(failure.execution.inputs, indent=2, ensure_ascii=False))
+
+    @admin.display(description="prompt")
+    def prompt_text(self, failure: ExecutionFailure) -> str:
+        if not settings.EXECUTIONS_FAILURE_LOG_INPUTS:
+            return REDACTED
+        return _pre(failure.prompt)
+
+    @admin.display(description="raw output")
+    def raw_output_text(self, failure: ExecutionFailure) -> str:
+        return _pre(failure.raw_output)
+
+    @admin.display(description="traceback")
+    def traceback_text(self, failure: ExecutionFailure) -> str:
+        return _pre(failure.traceback)
+
+    @admin.display(description="duration", ordering="duration_s")
+    def duration(self, failure: ExecutionFailure) -> str:
+        return _seconds(failure.duration_s)
+
+    def rerun_targets(self, queryset: QuerySet) -> list[Execution]:
+        ids = queryset.order_by().values_list("execution_id", flat=True).distinct()[:RERUN_MAX]
+        return list(
+            Execution.objects.filter(id__in=list(ids)).select_related(
+                "signature_version__signature", "requested_provider"
+            )
+        )

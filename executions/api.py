@@ -34,9 +34,11 @@ from executions.serializers import (
     ExecutionDetailSerializer,
     ExecutionItemSerializer,
     ExecutionSerializer,
+    RerunRequestSerializer,
 )
 from executions.services.cancel import execution_cancel
 from executions.services.create import BatchItem, execution_create, execution_create_batch
+from executions.services.rerun import execution_rerun
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
@@ -110,7 +112,10 @@ _SUCCEEDED = {
     },
     "attempts": 1,
     "batch_id": None,
+    "rerun_of": None,
 }
+_RERUN_ID = "8b0d6e1f-2c3a-4d5b-9e7f-1a2b3c4d5e6f"
+_RERUN_URL = f"http://localhost:8000/api/v1/executions/{_RERUN_ID}"
 _QUEUED = _SUCCEEDED | {
     "status": "queued",
     "mode": "async",
@@ -171,6 +176,14 @@ _execution_id_parameter = OpenApiParameter(
     OpenApiTypes.UUID,
     OpenApiParameter.PATH,
     description="The execution's id, as returned by execute.",
+)
+
+_rerun_id_parameter = OpenApiParameter(
+    "id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="The id of the execution to run again.",
+    examples=[OpenApiExample("An earlier execution", value=_EXECUTION_ID)],
 )
 
 
@@ -459,3 +472,62 @@ class ExecutionCancelView(APIView):
             raise Http404 from None
         execution = execution_cancel(execution=execution)
         return Response(ExecutionSerializer(execution, context={"request": request}).data)
+
+
+class ExecutionRerunView(APIView):
+    """Run an execution again, as a new execution linked to it."""
+
+    serializer_class = RerunRequestSerializer
+
+    @extend_schema(
+        operation_id="executions_rerun",
+        summary="Re-run an execution",
+        description=(
+            "Queues a new execution of the same signature with the same inputs and generation "
+            "settings (async: poll its Location), optionally on another `provider` or at "
+            "another `version` (a number or an alias). The new execution names the original "
+            "in `rerun_of`; the original is never changed. An API key may re-run the "
+            "executions it created."
+        ),
+        request=RerunRequestSerializer,
+        parameters=[_rerun_id_parameter, _location_header],
+        responses={
+            202: OpenApiResponse(ExecutionSerializer, description="The new execution, queued."),
+            400: error_response(
+                "The body is invalid, the provider is disabled, or the inputs or settings do "
+                "not fit the version asked for."
+            ),
+            404: error_response(
+                "No such execution (or not one this API key created), or an unknown provider "
+                "or version."
+            ),
+            503: error_response("The queue is full."),
+        },
+        examples=[
+            OpenApiExample("The same request again", request_only=True, value={}),
+            OpenApiExample(
+                "On another provider, at a pinned version",
+                request_only=True,
+                value={"provider": "local-default", "version": 1},
+            ),
+            OpenApiExample(
+                "Queued",
+                response_only=True,
+                status_codes=["202"],
+                value=_QUEUED | {"id": _RERUN_ID, "url": _RERUN_URL, "rerun_of": _EXECUTION_ID},
+            ),
+        ],
+        tags=["executions"],
+    )
+    def post(self, request, id):
+        client = _client(request)
+        try:
+            execution = execution_get(execution_id=_uuid(id), api_key=client["api_key"])
+        except Execution.DoesNotExist:
+            raise Http404 from None
+        serializer = RerunRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = execution_rerun(execution=execution, **serializer.validated_data, **client)
+        rerun = execution_get(execution_id=result.execution.id)
+        body = ExecutionSerializer(rerun, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})

@@ -3,7 +3,7 @@
 import django_filters
 
 from core.api.filters import UtcIsoDateTimeFilter
-from executions.models import Execution
+from executions.models import Execution, FailureCause
 
 
 class ExecutionFilter(django_filters.FilterSet):
@@ -29,6 +29,14 @@ class ExecutionFilter(django_filters.FilterSet):
         field_name="queued_at", lookup_expr="lt", help_text="Queued before (ISO 8601)."
     )
     batch = django_filters.UUIDFilter(field_name="batch_id", help_text="Batch id.")
+    cause = django_filters.MultipleChoiceFilter(
+        field_name="error_cause",
+        choices=FailureCause.choices,
+        help_text="One or more root causes of failure (repeat the parameter).",
+    )
+    rerun_of = django_filters.UUIDFilter(
+        field_name="rerun_of_id", help_text="The re-runs of this execution."
+    )
 
     class Meta:
         model = Execution
@@ -41,4 +49,6 @@ class ExecutionFilter(django_filters.FilterSet):
             "queued_after",
             "queued_before",
             "batch",
+            "cause",
+            "rerun_of",
         ]

@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from providers.models import CircuitBreaker
+
 
 # Choices at module level, so that the models' constraints can be built from their values.
 class ExecutionStatus(models.TextChoices):
@@ -40,6 +42,42 @@ class AttemptOutcome(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     REJECTED = "rejected", "Rejected by the open circuit breaker"
+
+
+FAILED_OUTCOMES = (AttemptOutcome.FAILED, AttemptOutcome.REJECTED)
+
+
+class FailureCause(models.TextChoices):
+    """Why an attempt or an execution failed, in the operator's terms: what to fix, not which
+    exception class said so (that is `error_type`). An execution's cause is its root cause
+    (`executions.services.runs.execution_root_cause` states the rule)."""
+
+    # The provider could not be reached (connection refused, DNS, reset).
+    TRANSPORT = "transport", "Transport (unreachable)"
+    # No answer within the provider's timeout.
+    TIMEOUT = "timeout", "Timeout"
+    # The model answered, but its text could not be read as the signature's output fields.
+    PARSE = "parse", "Parse failure"
+    # The provider's circuit breaker was open: nothing was called.
+    BREAKER_OPEN = "breaker_open", "Breaker open"
+    # The provider limits the toolkit's requests (HTTP 429).
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    # The provider refused the credentials, or the toolkit has no usable key for it.
+    AUTH = "auth", "Authentication"
+    # The provider answered a body that is not the response it promised (not its JSON).
+    INVALID_OUTPUT = "invalid_output", "Invalid provider output"
+    # The provider failed on its side (HTTP 5xx, a backend error).
+    PROVIDER_ERROR = "provider_error", "Provider error"
+    # The provider refused this request as such (another HTTP 4xx).
+    INVALID_REQUEST = "invalid_request", "Request refused"
+    # The prompt does not fit the model's context window.
+    CONTEXT_WINDOW = "context_window", "Context window exceeded"
+    # The worker running it died, every run it was allowed (the reaper gave up).
+    WORKER_LOST = "worker_lost", "Worker lost"
+    # Cancelled before it started.
+    CANCELLED = "cancelled", "Cancelled"
+    # The toolkit itself failed while running it (the log has the traceback).
+    INTERNAL = "internal", "Internal error"
 
 
 class Execution(models.Model):
@@ -75,6 +113,29 @@ class Execution(models.Model):
     error_type = models.CharField(max_length=200, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
+    error_cause = models.CharField(
+        "cause",
+        max_length=32,
+        choices=FailureCause.choices,
+        blank=True,
+        help_text="The root cause of a failure (empty unless it failed, timed out or was "
+        "cancelled).",
+    )
+    rerun_of = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="reruns",
+        help_text="The execution this one runs again (a re-run never changes the original).",
+    )
+    keep_trace = models.BooleanField(
+        default=False,
+        help_text=(
+            "Keep the prompt and the raw output of successful calls too (failed calls always "
+            "keep theirs). Set by the admin's Try it, off for API executions."
+        ),
+    )
 
     # Who asked: idempotency keys are scoped to the API key, or to the user for session auth.
     api_key = models.ForeignKey(
@@ -104,7 +165,11 @@ class Execution(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     execution_time_s = models.FloatField("execution time (s)", null=True, blank=True)
-    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Succeeded: the answer's tokens; failed: those of every call of its last run.",
+    )
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     memory_mb = models.FloatField("peak memory (MB)", null=True, blank=True)
 
@@ -116,8 +181,18 @@ class Execution(models.Model):
                 fields=["requested_provider", "status", "queued_at"],
                 name="execution_provider_queue",
             ),
+            # The failure list, filtered by cause, newest first.
+            models.Index(
+                fields=["error_cause", "queued_at"],
+                condition=~Q(error_cause=""),
+                name="execution_cause_queued",
+            ),
         ]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(error_cause__in=[*FailureCause.values, ""]),
+                name="execution_error_cause_known",
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=ExecutionStatus.values), name="execution_status_known"
             ),
@@ -197,12 +272,42 @@ class ExecutionAttempt(models.Model):
     counted_by_breaker = models.BooleanField(
         default=False, help_text="Whether this failure counted against the provider's breaker."
     )
+    cause = models.CharField(max_length=32, choices=FailureCause.choices, blank=True)
+    breaker_state = models.CharField(
+        max_length=16,
+        choices=CircuitBreaker.State.choices,
+        blank=True,
+        help_text="The provider's breaker state when the call was admitted (or refused).",
+    )
+    # The failure log's evidence, scrubbed of secrets and cut at a bound (the text says where);
+    # kept for failed calls only.
+    prompt = models.TextField(
+        blank=True,
+        help_text="The messages sent, as text (empty when EXECUTIONS_FAILURE_LOG_INPUTS is off: "
+        "the prompt carries the inputs).",
+    )
+    raw_output = models.TextField(blank=True, help_text="What the model wrote, unparsed.")
+    traceback = models.TextField(blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField()
     duration_s = models.FloatField("duration (s)", default=0.0)
 
     class Meta:
         ordering = ["execution", "run", "position"]
+        indexes = [
+            # The failure log: failed and refused calls, newest first.
+            models.Index(
+                fields=["-started_at"],
+                condition=Q(outcome__in=FAILED_OUTCOMES),
+                name="execution_attempt_failures",
+            ),
+        ]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(cause__in=[*FailureCause.values, ""]),
+                name="execution_attempt_cause_known",
+            ),
             models.UniqueConstraint(
                 fields=["execution", "run", "position"], name="execution_attempt_unique_position"
             ),
@@ -217,3 +322,19 @@ class ExecutionAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.execution_id} run {self.run} #{self.position}: {self.outcome}"
+
+
+class FailureManager(models.Manager):
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(outcome__in=FAILED_OUTCOMES)
+
+
+class ExecutionFailure(ExecutionAttempt):
+    """The failure log: the attempts that failed or that an open breaker refused."""
+
+    objects = FailureManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "failure"
+        verbose_name_plural = "failure log"

@@ -14,7 +14,7 @@ from rest_framework import exceptions, serializers
 
 from core import generation
 from core.api.schema import ErrorSerializer, JSONObjectField, RuntimeSchemaField
-from executions.models import Execution, ExecutionAttempt
+from executions.models import Execution, ExecutionAttempt, FailureCause
 from executions.selectors import execution_attempts
 
 _NUMBER = {"type": "number", "format": "double"}
@@ -254,6 +254,29 @@ class BatchRequestSerializer(StrictFieldsMixin, _WaitFieldsSerializer):
         return value
 
 
+@extend_schema_field({"type": "string", "enum": FailureCause.values, "nullable": True})
+class CauseField(serializers.CharField):
+    """A failure cause (`FailureCause`), or null where nothing failed."""
+
+    def to_representation(self, value):
+        return value or None
+
+
+@extend_schema_serializer(component_name="Rerun")
+class RerunRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    """Run an execution again, as a new execution: optionally on another provider or at
+    another version. Unknown keys are refused (`unknown_field`)."""
+
+    provider = serializers.CharField(
+        required=False,
+        allow_null=True,
+        default=None,
+        max_length=100,
+        help_text="Provider name; omitted: the provider the original requested.",
+    )
+    version = VersionRefField(required=False, allow_null=True, default=None)
+
+
 class ExecutionAttemptSerializer(serializers.Serializer):
     run = serializers.IntegerField(help_text="The execution's claim this call belongs to.")
     position = serializers.IntegerField(help_text="Order within the run (0 first).")
@@ -262,6 +285,7 @@ class ExecutionAttemptSerializer(serializers.Serializer):
     error_type = serializers.CharField(help_text="Empty when the call succeeded.")
     error_code = serializers.CharField(help_text="Empty when the call succeeded.")
     error_message = serializers.CharField(help_text="Empty when the call succeeded.")
+    cause = CauseField(help_text="Why it failed (null when the call succeeded).")
     counted_by_breaker = serializers.BooleanField()
     started_at = serializers.DateTimeField()
     duration_s = serializers.FloatField()
@@ -287,6 +311,11 @@ class ExecutionSerializer(serializers.ModelSerializer):
     timings = serializers.SerializerMethodField()
     metrics = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField(help_text="Where to poll this execution.")
+    rerun_of = serializers.UUIDField(
+        source="rerun_of_id",
+        allow_null=True,
+        help_text="The execution this one runs again; null when it is not a re-run.",
+    )
 
     class Meta:
         model = Execution
@@ -307,6 +336,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "metrics",
             "attempts",
             "batch_id",
+            "rerun_of",
         ]
         read_only_fields = fields
 
@@ -317,6 +347,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
                 "type": serializers.CharField(),
                 "code": serializers.CharField(),
                 "message": serializers.CharField(),
+                "cause": CauseField(help_text="The root cause of the failure."),
             },
             allow_null=True,
         )
@@ -328,6 +359,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "type": execution.error_type,
             "code": execution.error_code,
             "message": execution.error_message,
+            "cause": execution.error_cause or None,
         }
 
     @extend_schema_field(

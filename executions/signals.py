@@ -74,7 +74,7 @@ def execution_outcome(execution, *, fallback_hops: int = 0, **changes) -> Execut
         requested_provider=execution.requested_provider.name,
         provider=provider.name if provider is not None else None,
         error_code=value("error_code"),
-        cause=value("error_cause") if hasattr(execution, "error_cause") else "",
+        cause=value("error_cause"),
         queue_wait_s=(
             (started_at - execution.queued_at).total_seconds() if started_at is not None else None
         ),

@@ -10,4 +10,5 @@ urlpatterns = [
     path("executions", api.ExecutionListView.as_view(), name="execution-list"),
     path("executions/<str:id>", api.ExecutionDetailView.as_view(), name="execution-detail"),
     path("executions/<str:id>/cancel", api.ExecutionCancelView.as_view(), name="execution-cancel"),
+    path("executions/<str:id>/rerun", api.ExecutionRerunView.as_view(), name="execution-rerun"),
 ]

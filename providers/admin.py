@@ -4,14 +4,18 @@ The API key of an `openai` provider is never shown: only its variable name and w
 variable is set.
 """
 
+from datetime import datetime
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 
@@ -19,6 +23,10 @@ from core.admin import ReadOnlyAdminMixin
 from providers import breakers, selectors, services
 from providers.lms import provider_api_key_configured
 from providers.models import BreakerEvent, CircuitBreaker, Provider, ProviderFallback
+from providers.probe import provider_check_where_it_runs
+
+# Timestamps on the operator's pages: to the second, in the server's time zone.
+SECONDS = "%Y-%m-%d %H:%M:%S %Z"
 
 
 class FallbackForm(forms.ModelForm):
@@ -81,7 +89,7 @@ class ProviderAdmin(admin.ModelAdmin):
     ]
     list_filter = ["kind", "enabled", "adapter"]
     search_fields = ["name", "model"]
-    readonly_fields = ["api_key_configured", "created_at", "updated_at"]
+    readonly_fields = ["api_key_configured", "breaker", "created_at", "updated_at"]
     inlines = [FallbackInline]
     change_list_template = "providers/admin/change_list.html"
     fieldsets = [
@@ -90,6 +98,7 @@ class ProviderAdmin(admin.ModelAdmin):
         ("Local (mlx)", {"fields": ["hardware_optimization"]}),
         ("Remote (openai)", {"fields": ["base_url", "api_key_env", "api_key_configured"]}),
         ("Custom engine", {"fields": ["engine_path"]}),
+        ("Circuit breaker", {"fields": ["breaker"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
 
@@ -110,6 +119,39 @@ class ProviderAdmin(admin.ModelAdmin):
     def api_key_configured(self, provider: Provider) -> bool | None:
         return provider_api_key_configured(provider=provider)
 
+    @admin.display(description="state now")
+    def breaker(self, provider: Provider) -> str:
+        if provider.pk is None:
+            return "-"
+        status = selectors.provider_breaker_status(provider=provider, now=timezone.now())
+        transition = status.last_transition
+        last = (
+            format_html(
+                "<br>last transition: {} {} &rarr; {}: {}",
+                _at(transition.at),
+                transition.from_state,
+                transition.to_state,
+                transition.reason,
+            )
+            if transition
+            else ""
+        )
+        configure = ""
+        breaker = CircuitBreaker.objects.filter(provider=provider).only("pk").first()
+        if breaker is not None:
+            configure = format_html(
+                '<br><a href="{}">Thresholds and all transitions</a>',
+                reverse("admin:providers_circuitbreaker_change", args=[breaker.pk]),
+            )
+        return format_html(
+            "{}<br>stored: {} since {}{}{}",
+            status.summary,
+            status.state,
+            _at(status.state_changed_at),
+            last,
+            configure,
+        )
+
     def save_formset(self, request, form, formset, change) -> None:
         if isinstance(formset, FallbackFormSet):
             # Without committing: it records the added, changed and deleted rows for the
@@ -122,14 +164,59 @@ class ProviderAdmin(admin.ModelAdmin):
         super().save_formset(request, form, formset, change)
 
     def get_urls(self):
+        def action(name: str):
+            return path(
+                f"<path:object_id>/{name}/",
+                self.admin_site.admin_view(self.provider_action_view),
+                {"action": name},
+                name=f"providers_provider_{name.replace('-', '_')}",
+            )
+
         return [
             path(
                 "hardware/",
                 self.admin_site.admin_view(self.hardware_view),
                 name="providers_provider_hardware",
             ),
+            *(action(name) for name in PROVIDER_ACTIONS),
             *super().get_urls(),
         ]
+
+    def provider_action_view(self, request: HttpRequest, object_id: str, action: str):
+        """The buttons of the provider's page: force the breaker open, reset it, run the
+        check. POST only (the admin's CSRF protection applies); back to the page after."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        provider = self.get_object(request, unquote(object_id))
+        if provider is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, provider):
+            raise PermissionDenied
+        who = request.user.get_username()
+        if action == "breaker-force-open":
+            breakers.breaker_force_open(provider=provider, reason=f"forced open by {who}")
+            self.message_user(
+                request,
+                f"The breaker of {provider.name} is forced open: no calls until it is reset.",
+                messages.WARNING,
+            )
+        elif action == "breaker-reset":
+            breakers.breaker_reset(provider=provider, reason=f"reset by {who}")
+            self.message_user(request, f"The breaker of {provider.name} is reset (closed).")
+        else:
+            check = provider_check_where_it_runs(
+                provider=provider, wait_s=settings.EXECUTIONS_DEFAULT_SYNC_TIMEOUT_S
+            )
+            if check.ok:
+                self.message_user(
+                    request,
+                    f"Check of {provider.name}: answered {check.answer!r} ({check.figures}).",
+                )
+            else:
+                self.message_user(
+                    request, f"Check of {provider.name} failed: {check.error}", messages.ERROR
+                )
+        return HttpResponseRedirect(reverse("admin:providers_provider_change", args=[provider.pk]))
 
     def hardware_view(self, request: HttpRequest) -> HttpResponse:
         from providers.mlx.hardware import hardware_report
@@ -143,6 +230,14 @@ class ProviderAdmin(admin.ModelAdmin):
             ],
         }
         return TemplateResponse(request, "providers/admin/hardware.html", context)
+
+
+# The buttons on a provider's page, each a POST to `<provider>/<action>/`.
+PROVIDER_ACTIONS = ("breaker-force-open", "breaker-reset", "check")
+
+
+def _at(moment: datetime) -> str:
+    return f"{timezone.localtime(moment):{SECONDS}}"
 
 
 def _report_value(key: str, value: object) -> str:
@@ -215,7 +310,8 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     actions = ["force_open", "reset"]
 
     def has_add_permission(self, request, obj=None) -> bool:
-        # Created on a provider's first call (or by `providers_breaker <provider> --show`).
+        # Created on a provider's first call (or by `providers_breaker <provider> --show`, or
+        # a button on the provider's page).
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:

@@ -16,6 +16,7 @@ the small risk of counting it twice when the first try's commit went through uns
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import dspy
@@ -23,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.db import db_retrying
+from providers.events import BreakerStateChange, send_breaker_transitioned
 from providers.models import BreakerEvent, CircuitBreaker, Provider
 
 Clock = Callable[[], datetime]
@@ -76,6 +78,11 @@ def _transition(breaker: CircuitBreaker, *, to: str, reason: str, now: datetime)
     BreakerEvent.objects.create(
         breaker=breaker, from_state=breaker.state, to_state=to, reason=reason[:500], at=now
     )
+    # Told once committed: a transition rolled back with its transaction never happened.
+    change = BreakerStateChange(
+        provider=breaker.provider.name, from_state=breaker.state, to_state=to
+    )
+    transaction.on_commit(lambda: send_breaker_transitioned(change))
     breaker.state = to
     breaker.forced = False
     breaker.state_changed_at = now
@@ -275,3 +282,114 @@ def breaker_reset(
     _transition(breaker, to=CircuitBreaker.State.CLOSED, reason=reason, now=moment)
     breaker.save(update_fields=STATE_FIELDS)
     return breaker
+
+
+# Reading a breaker -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BreakerTransition:
+    at: datetime
+    from_state: str
+    to_state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BreakerStatus:
+    """A breaker as a caller would find it now, computed without writing anything.
+
+    The stored state changes only when a call comes; `effective_state` is what the next call
+    would see: an open breaker whose wait has passed reads `half_open` with `ready_for_trial`
+    (the next call is a trial), and a half-open one whose trial calls never reported back
+    reads `open`. The rates are over the calls recorded in the current state (the closed
+    window, or the trial calls while half-open), None before any was recorded.
+    """
+
+    provider: str
+    state: str
+    effective_state: str
+    forced: bool
+    ready_for_trial: bool
+    # When trial calls are (or were) admitted again; None when closed, half-open or forced.
+    trials_resume_at: datetime | None
+    state_changed_at: datetime
+    calls_in_window: int
+    failures_in_window: int
+    failure_rate: float | None
+    slow_call_rate: float | None
+    half_open_permits_issued: int
+    half_open_permitted_calls: int
+    # A call that takes at least this long counts as slow (the breaker's configuration).
+    slow_call_duration_s: float
+    last_transition: BreakerTransition | None
+
+    @property
+    def summary(self) -> str:
+        """One line for an operator: the effective state and why, with times to the second."""
+        at = "%Y-%m-%d %H:%M:%S %Z"
+        if self.forced:
+            state = "open (forced), stays open until reset"
+        elif self.ready_for_trial:
+            state = f"half_open (ready for a trial since {self.trials_resume_at:{at}})"
+        elif self.effective_state == CircuitBreaker.State.OPEN and self.trials_resume_at:
+            state = f"open (trials resume at {self.trials_resume_at:{at}})"
+        elif self.effective_state == CircuitBreaker.State.OPEN:
+            state = "open (trial calls did not report back: the next call opens it again)"
+        elif self.effective_state == CircuitBreaker.State.HALF_OPEN:
+            state = (
+                f"half_open ({self.half_open_permits_issued} of "
+                f"{self.half_open_permitted_calls} trial calls admitted)"
+            )
+        else:
+            state = "closed"
+        if self.failure_rate is None:
+            return f"{state}, no calls recorded"
+        return (
+            f"{state}, {self.failures_in_window} failed of {self.calls_in_window} calls "
+            f"({self.failure_rate:.0f}% failed, {self.slow_call_rate:.0f}% slow)"
+        )
+
+
+def breaker_status(
+    *, breaker: CircuitBreaker, now: datetime, last_transition: BreakerTransition | None = None
+) -> BreakerStatus:
+    """`breaker` as of `now` (see `BreakerStatus`); reads the row it is given, writes nothing.
+
+    `breaker` may be unsaved (a provider that was never called has no row yet: it behaves as
+    a closed breaker with the default configuration)."""
+    state = breaker.state
+    effective = state
+    trials_resume_at = None
+    if state == CircuitBreaker.State.OPEN and not breaker.forced:
+        trials_resume_at = breaker.state_changed_at + timedelta(seconds=breaker.open_duration_s)
+        if now >= trials_resume_at:
+            effective = CircuitBreaker.State.HALF_OPEN
+    elif (
+        state == CircuitBreaker.State.HALF_OPEN
+        and breaker.half_open_permits_issued >= breaker.half_open_permitted_calls
+        and now >= breaker.state_changed_at + timedelta(seconds=breaker.half_open_max_wait_s)
+    ):
+        effective = CircuitBreaker.State.OPEN
+    ready_for_trial = state == CircuitBreaker.State.OPEN and effective != state
+    outcomes = breaker.half_open_outcomes if state == CircuitBreaker.State.HALF_OPEN else []
+    if state == CircuitBreaker.State.CLOSED:
+        outcomes = breaker.window
+    failure_rate, slow_rate = _rates(outcomes) if outcomes else (None, None)
+    return BreakerStatus(
+        provider=breaker.provider.name,
+        state=state,
+        effective_state=effective,
+        forced=breaker.forced,
+        ready_for_trial=ready_for_trial,
+        trials_resume_at=trials_resume_at,
+        state_changed_at=breaker.state_changed_at,
+        calls_in_window=len(outcomes),
+        failures_in_window=_failures(outcomes),
+        failure_rate=failure_rate,
+        slow_call_rate=slow_rate,
+        half_open_permits_issued=breaker.half_open_permits_issued,
+        half_open_permitted_calls=breaker.half_open_permitted_calls,
+        slow_call_duration_s=breaker.slow_call_duration_s,
+        last_transition=last_transition,
+    )

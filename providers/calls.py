@@ -8,8 +8,9 @@ outcome says nothing about the provider) and returns what happened, failures inc
 
 import re
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +18,10 @@ import dspy
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from dspy.utils.callback import BaseCallback
 from dspy.utils.exceptions import AdapterParseError, LMUnexpectedError
 
+from core.db import db_retry
 from core.generation import GENERATION_SETTINGS
 from core.secrets import known_secrets, redact, scrub
 from providers.breakers import (
@@ -31,9 +34,13 @@ from providers.breakers import (
 from providers.engines import collect_generation_stats
 from providers.exceptions import LMMalformedResponseError
 from providers.lms import provider_adapter, provider_api_key, provider_build_lm
-from providers.models import Provider
+from providers.models import CircuitBreaker, Provider
 
 Clock = Callable[[], datetime]
+
+# The failure log keeps a call's prompt, raw output and traceback; a long prompt (many demos)
+# or a rambling model must not make one row megabytes long.
+TRACE_TEXT_MAX_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -46,17 +53,53 @@ class ProviderResult:
     applied_optimizations: tuple[str, ...]
 
 
+@dataclass
+class CallTrace:
+    """What went over the wire during one provider call, filled in as it happens, so that it is
+    known when the call fails too: the messages of each LM call, what the model wrote back,
+    and the tokens the LM reported (a parse failure has used them all the same). Raw: the
+    prompt carries the request's inputs and either side may carry a secret; `provider_call`
+    scrubs it before anything else sees it."""
+
+    messages: list[list[dict[str, Any]]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class _TraceRecorder(BaseCallback):
+    """Records each LM call made inside `provider_execute` into its `CallTrace` (every LM call,
+    also those of an adapter that asks field by field or retries with another format)."""
+
+    def __init__(self, trace: CallTrace) -> None:
+        self.trace = trace
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        messages = inputs.get("messages")
+        if messages is None and inputs.get("prompt") is not None:
+            messages = [{"role": "user", "content": inputs["prompt"]}]
+        self.trace.messages.append(list(messages or []))
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        for output in outputs or []:
+            text = output.get("text") if isinstance(output, dict) else output
+            self.trace.outputs.append("" if text is None else str(text))
+
+
 def provider_execute(
     *,
     provider: Provider,
     program: dspy.Module,
     inputs: dict[str, Any],
     config: dict[str, Any] | None = None,
+    trace: CallTrace | None = None,
 ) -> ProviderResult:
     """Run `program` on `inputs` with the provider's LM and adapter, in this thread's context.
 
-    DSPy's `LMError` family and `AdapterParseError` propagate unchanged.
+    DSPy's `LMError` family and `AdapterParseError` propagate unchanged; `trace`, when given,
+    holds what the call sent and received and its tokens either way.
     """
+    trace = trace if trace is not None else CallTrace()
     overrides = {key: value for key, value in (config or {}).items() if key in GENERATION_SETTINGS}
     unknown = set(config or {}) - set(GENERATION_SETTINGS)
     if unknown:
@@ -66,18 +109,22 @@ def provider_execute(
     # A copy per call: its own history and settings, sharing the engine and loaded model.
     lm = provider_build_lm(provider=provider).copy(**overrides)
     adapter = provider_adapter(provider=provider)
+    callbacks = [*(dspy.settings.get("callbacks") or []), _TraceRecorder(trace)]
     started = time.perf_counter()
     with (
-        dspy.context(lm=lm, adapter=adapter),
+        dspy.context(lm=lm, adapter=adapter, callbacks=callbacks),
         dspy.track_usage() as usage,
         collect_generation_stats() as stats,
     ):
-        prediction = program(**inputs)
+        try:
+            prediction = program(**inputs)
+        finally:
+            # The LM reports usage per call, so a call whose answer could not be parsed has
+            # its tokens counted here before the error goes on.
+            for entry in usage.get_total_tokens().values():
+                trace.input_tokens += entry.get("prompt_tokens") or 0
+                trace.output_tokens += entry.get("completion_tokens") or 0
     duration_s = time.perf_counter() - started
-    input_tokens = output_tokens = 0
-    for entry in usage.get_total_tokens().values():
-        input_tokens += entry.get("prompt_tokens") or 0
-        output_tokens += entry.get("completion_tokens") or 0
     peaks = [item.peak_memory_mb for item in stats if item.peak_memory_mb is not None]
     applied: list[str] = []
     for item in stats:
@@ -86,8 +133,8 @@ def provider_execute(
     outputs = _scrubbed(dict(prediction.items()), provider_secrets(provider=provider))
     return ProviderResult(
         outputs=outputs,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
+        input_tokens=trace.input_tokens,
+        output_tokens=trace.output_tokens,
         peak_memory_mb=max(peaks) if peaks else None,
         duration_s=duration_s,
         applied_optimizations=tuple(applied),
@@ -107,6 +154,12 @@ class ProviderCall:
     for API clients: never upstream text) and `detail` (what the error and its causes said,
     scrubbed of the provider's key and anything that looks like a credential, for staff).
     `error` itself holds the raw text: never store or show it.
+
+    For the failure log (staff only), scrubbed the same way and cut at `TRACE_TEXT_MAX_CHARS`,
+    a failed call also carries `prompt` (the messages sent, as readable text), `raw_output`
+    (what the model wrote) and `traceback`; every call carries the tokens the LM reported (a
+    failed call's too) and `breaker_state`, the provider's breaker state when the call was
+    admitted or refused.
     """
 
     provider: Provider
@@ -119,6 +172,12 @@ class ProviderCall:
     error_code: str = ""
     public_message: str = ""
     detail: str = ""
+    prompt: str = ""
+    raw_output: str = ""
+    traceback: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    breaker_state: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -226,6 +285,59 @@ def provider_error_detail(*, provider: Provider, error: BaseException) -> str:
     return scrub("\ncaused by ".join(texts), secrets=provider_secrets(provider=provider))
 
 
+def _bounded(text: str, secrets: list[str]) -> str:
+    # Scrubbed before it is cut, so that no half of a secret escapes the patterns.
+    text = scrub(text, secrets=secrets)
+    if len(text) <= TRACE_TEXT_MAX_CHARS:
+        return text
+    cut = len(text) - TRACE_TEXT_MAX_CHARS
+    return f"{text[:TRACE_TEXT_MAX_CHARS]}\n[... cut: {cut} more characters not kept]"
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        # Multi-part content: its text parts (other parts, such as images, are named only).
+        return "\n".join(
+            str(part.get("text", "")) if part.get("type") == "text" else f"[{part.get('type')}]"
+            for part in content
+            if isinstance(part, dict)
+        )
+    return "" if content is None else str(content)
+
+
+def provider_trace_texts(*, provider: Provider, trace: CallTrace) -> dict[str, str]:
+    """The trace's prompt and raw output as readable text, scrubbed and bounded: one block a
+    role per message, and one section a call when the call made several."""
+    secrets = provider_secrets(provider=provider)
+    several = len(trace.messages) > 1 or len(trace.outputs) > 1
+    prompts = []
+    for number, messages in enumerate(trace.messages, start=1):
+        text = "\n\n".join(
+            f"[{message.get('role', '?')}]\n{_content_text(message.get('content'))}"
+            for message in messages
+        )
+        prompts.append(f"--- LM call {number} ---\n{text}" if several else text)
+    outputs = [
+        f"--- LM call {number} ---\n{text}" if several else text
+        for number, text in enumerate(trace.outputs, start=1)
+    ]
+    return {
+        "prompt": _bounded("\n\n".join(prompts), secrets),
+        "raw_output": _bounded("\n\n".join(outputs), secrets),
+    }
+
+
+def _breaker_state(provider: Provider) -> str:
+    # Retried like the breaker's own calls around it: a lost connection must not lose a call
+    # whose permission is already taken.
+    return db_retry(
+        lambda: (
+            CircuitBreaker.objects.filter(provider=provider).values_list("state", flat=True).first()
+            or ""
+        )
+    )
+
+
 def _scrubbed(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
         return redact(value, secrets=secrets)
@@ -243,9 +355,12 @@ def provider_call(
     inputs: dict[str, Any],
     config: dict[str, Any] | None = None,
     now: Clock = timezone.now,
+    keep_trace: bool = False,
 ) -> ProviderCall:
     """Call the provider once, guarded by its circuit breaker; never raises for the call's
-    own failure (the returned `ProviderCall` carries it)."""
+    own failure (the returned `ProviderCall` carries it). A failed call always carries its
+    prompt and raw output; a successful one only with `keep_trace` (they cost a copy of every
+    prompt)."""
     started_at = now()
     if not breaker_acquire_permission(provider=provider, now=now):
         return ProviderCall(
@@ -254,10 +369,17 @@ def provider_call(
             refused=True,
             error_code="circuit_open",
             public_message=f"The circuit breaker of {provider.name} is open.",
+            breaker_state=CircuitBreaker.State.OPEN,
         )
+    # Read after the permission: the state that admitted the call (closed, or half-open for a
+    # trial call).
+    breaker_state = _breaker_state(provider)
+    trace = CallTrace()
     clock = time.perf_counter()
     try:
-        result = provider_execute(provider=provider, program=program, inputs=inputs, config=config)
+        result = provider_execute(
+            provider=provider, program=program, inputs=inputs, config=config, trace=trace
+        )
     except Exception as error:
         duration_s = time.perf_counter() - clock
         counted = breaker_counts_failure(error)
@@ -265,6 +387,7 @@ def provider_call(
             breaker_record_failure(provider=provider, duration_s=duration_s, now=now)
         else:
             breaker_release_permission(provider=provider)
+        secrets = provider_secrets(provider=provider)
         return ProviderCall(
             provider=provider,
             started_at=started_at,
@@ -274,11 +397,23 @@ def provider_call(
             error_code=provider_error_code(error),
             public_message=provider_error_public_message(provider=provider, error=error),
             detail=provider_error_detail(provider=provider, error=error),
+            traceback=_bounded("".join(traceback.format_exception(error)), secrets),
+            input_tokens=trace.input_tokens,
+            output_tokens=trace.output_tokens,
+            breaker_state=breaker_state,
+            **provider_trace_texts(provider=provider, trace=trace),
         )
     duration_s = time.perf_counter() - clock
     breaker_record_success(provider=provider, duration_s=duration_s, now=now)
     return ProviderCall(
-        provider=provider, started_at=started_at, duration_s=duration_s, result=result
+        provider=provider,
+        started_at=started_at,
+        duration_s=duration_s,
+        result=result,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        breaker_state=breaker_state,
+        **(provider_trace_texts(provider=provider, trace=trace) if keep_trace else {}),
     )
 
 

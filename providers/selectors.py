@@ -1,9 +1,13 @@
 """Reads of provider configurations for the other apps."""
 
-from django.db.models import Prefetch, QuerySet
+from collections.abc import Iterable
+from datetime import datetime
 
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+
+from providers.breakers import BreakerStatus, BreakerTransition, breaker_status
 from providers.exceptions import NoProviderConfigured, ProviderNotFound
-from providers.models import Provider, ProviderFallback
+from providers.models import BreakerEvent, CircuitBreaker, Provider, ProviderFallback
 
 DEFAULT_PROVIDER_NAME = "local-default"
 
@@ -51,3 +55,35 @@ def provider_fallback_chain(*, provider: Provider) -> list[Provider]:
         provider,
         *(fallback for fallback in provider_fallbacks(provider=provider) if fallback.enabled),
     ]
+
+
+_LAST_EVENT_FIELDS = ("at", "from_state", "to_state", "reason")
+
+
+def provider_breaker_statuses(
+    *, providers: Iterable[Provider], now: datetime
+) -> dict[int, BreakerStatus]:
+    """The read-time status of each provider's breaker (`breaker_status`), by provider id, in
+    one query whatever their number; a provider never called reads as a closed breaker."""
+    providers = list(providers)
+    last_event = BreakerEvent.objects.filter(breaker=OuterRef("pk")).order_by("-at", "-id")
+    breakers = CircuitBreaker.objects.filter(provider__in=providers).annotate(
+        **{f"last_{name}": Subquery(last_event.values(name)[:1]) for name in _LAST_EVENT_FIELDS}
+    )
+    found = {breaker.provider_id: breaker for breaker in breakers}
+    statuses = {}
+    for provider in providers:
+        breaker = found.get(provider.pk) or CircuitBreaker(provider=provider)
+        # The provider as given, not a query per breaker for its name.
+        breaker.provider = provider
+        transition = None
+        if getattr(breaker, "last_at", None) is not None:
+            transition = BreakerTransition(
+                **{name: getattr(breaker, f"last_{name}") for name in _LAST_EVENT_FIELDS}
+            )
+        statuses[provider.pk] = breaker_status(breaker=breaker, now=now, last_transition=transition)
+    return statuses
+
+
+def provider_breaker_status(*, provider: Provider, now: datetime) -> BreakerStatus:
+    return provider_breaker_statuses(providers=[provider], now=now)[provider.pk]

@@ -107,10 +107,12 @@ def _rows_initial(source: SignatureVersion | None) -> list[dict[str, Any]]:
     ]
 
 
-def _draft_save(
-    request: HttpRequest, signature: Signature, draft: VersionDraftForm, rows: BaseFormSet
-) -> HttpResponse | None:
-    """Save the draft as a new version, or put the spec's errors on the form and return None."""
+def draft_spec(
+    draft: VersionDraftForm, rows: BaseFormSet
+) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """The spec a valid draft form describes, and where each role's fields sit among the rows
+    (to put the spec's errors back on them). Saving a draft and trying it ("Try it") read it
+    the same way."""
     data = draft.cleaned_data
     positions: dict[str, list[int]] = {"input": [], "output": []}
     fields: dict[str, list[dict]] = {"input": [], "output": []}
@@ -141,6 +143,15 @@ def _draft_save(
         "lm_defaults": lm_defaults,
         "compiled_state": data.get("compiled_state") or None,
     }
+    return spec, positions
+
+
+def _draft_save(
+    request: HttpRequest, signature: Signature, draft: VersionDraftForm, rows: BaseFormSet
+) -> HttpResponse | None:
+    """Save the draft as a new version, or put the spec's errors on the form and return None."""
+    spec, positions = draft_spec(draft, rows)
+    data = draft.cleaned_data
     try:
         result = signature_version_create(
             signature=signature, spec=spec, changelog=data["changelog"], author=request.user

@@ -54,3 +54,17 @@ ensure_fast_blas() {
     echo "    note: libopenblas0-pthread is not installed; local inference will be slower" >&2
   fi
 }
+
+# The browser tests drive Debian's Chromium through Playwright (never a browser Playwright
+# downloads). Installed when running as root with apt; otherwise those tests are skipped,
+# except under CI, where a missing browser fails them.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> Installing Chromium (Debian's chromium) for the browser tests"
+    apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "    note: /usr/bin/chromium is missing; the browser tests will be skipped" >&2
+  fi
+}

@@ -6,6 +6,7 @@ source "$(dirname "$0")/_venv.sh"
 source "$(dirname "$0")/ensure_postgres.sh"
 ensure_venv dev
 ensure_fast_blas
+ensure_chromium
 ensure_postgres
 export DJANGO_SETTINGS_MODULE=config.settings.test
 

@@ -13,7 +13,8 @@ ALLOWED_HOSTS = env.get_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", 
 CSRF_TRUSTED_ORIGINS = env.get_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the console's dashboard on its index (monitoring.sites).
+    "monitoring.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -185,6 +186,8 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "COMPONENT_SPLIT_REQUEST": True,
+    # One schema name for a choice set used by several fields (a breaker's states).
+    "ENUM_NAME_OVERRIDES": {"BreakerStateEnum": "providers.choices.BreakerState"},
 }
 
 # django-q2. The library's defaults duplicate or lose work (timeout >= retry runs a task twice,
@@ -282,3 +285,29 @@ PROVIDERS_KEY_ENV_PATTERN = env.get(
     "PROVIDERS_KEY_ENV_PATTERN", r"^DSPY_TOOLKIT_PROVIDER_KEY_[A-Z0-9_]+$"
 )
 PROVIDERS_KEY_ENV_ALLOWED = env.get_list("PROVIDERS_KEY_ENV_ALLOWED")
+
+# Monitoring and retention (issue 9, operations). Each service process reports itself this
+# often; one silent for longer counts as gone (and readiness wants a worker of each cluster
+# younger than that). Finished executions older than the retention (days; 0 keeps them) are
+# deleted daily, this many a transaction.
+MONITORING_PROCESS_HEARTBEAT_S = env.get_float("MONITORING_PROCESS_HEARTBEAT_S", 10.0)
+MONITORING_PROCESS_STALE_AFTER_S = env.get_float("MONITORING_PROCESS_STALE_AFTER_S", 60.0)
+EXECUTIONS_RETENTION_DAYS = env.get_int("EXECUTIONS_RETENTION_DAYS", 30)
+EXECUTIONS_PRUNE_BATCH_SIZE = env.get_int("EXECUTIONS_PRUNE_BATCH_SIZE", 500)
+
+# Failure log and re-runs (issue 9). Whether the failure log shows an execution's inputs and
+# keeps the prompts of its failed calls (which quote them); off: "[redacted]" instead.
+EXECUTIONS_FAILURE_LOG_INPUTS = env.get_bool("EXECUTIONS_FAILURE_LOG_INPUTS", True)
+
+# Provider health (issue 9, live provider health). The call figures of a provider's health
+# (API, admin) cover the attempts of the last this many seconds, at most this many of the
+# most recent per provider.
+MONITORING_PROVIDER_HEALTH_WINDOW_S = env.get_float("MONITORING_PROVIDER_HEALTH_WINDOW_S", 3600.0)
+MONITORING_PROVIDER_HEALTH_MAX_CALLS = env.get_int("MONITORING_PROVIDER_HEALTH_MAX_CALLS", 1000)
+
+# Prometheus (issue 9, metrics). `manage.py serve` gives every process it starts this directory
+# as PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode: each process writes its
+# metrics to files there, and /metrics adds them up) and empties it when it starts. A process
+# started otherwise (runserver, the tests) keeps its metrics to itself unless the variable is
+# set in its environment.
+METRICS_MULTIPROC_DIR = env.get("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))

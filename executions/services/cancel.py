@@ -5,7 +5,7 @@ import logging
 from django.utils import timezone
 
 from executions.exceptions import ExecutionNotCancellable
-from executions.models import Execution
+from executions.models import Execution, FailureCause
 from executions.services._common import Clock, error_fields
 from executions.signals import execution_outcome, send_execution_finished
 
@@ -17,6 +17,7 @@ def execution_cancel(*, execution: Execution, now: Clock = timezone.now) -> Exec
     cancelled = Execution.objects.filter(id=execution.id, status=Execution.Status.QUEUED).update(
         status=Execution.Status.CANCELLED,
         finished_at=now(),
+        error_cause=FailureCause.CANCELLED,
         **error_fields(
             error_type="Cancelled", code="cancelled", message="Cancelled before it started."
         ),

@@ -119,6 +119,8 @@ def execution_create(
     user=None,
     idempotency_key: str = "",
     batch_id: uuid.UUID | None = None,
+    rerun_of: Execution | None = None,
+    keep_trace: bool = False,
 ) -> ExecutionCreateResult:
     """Validate a request, write its execution and enqueue it once the row is committed.
 
@@ -159,6 +161,8 @@ def execution_create(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             batch_id=batch_id,
+            rerun_of=rerun_of,
+            keep_trace=keep_trace,
         )
         return execution, chosen
 

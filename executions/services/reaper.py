@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from executions.broker import broker_stranded_task_ids
-from executions.models import Execution
+from executions.models import Execution, FailureCause
 from executions.services._common import Clock, error_fields
 from executions.services.queue import execution_enqueue_on_commit
 from executions.signals import execution_outcome, send_execution_finished
@@ -97,6 +97,7 @@ def execution_reap_stale(*, now: Clock = timezone.now) -> ReapResult:
             changes = {
                 "status": Execution.Status.FAILED,
                 "finished_at": moment,
+                "error_cause": FailureCause.WORKER_LOST,
                 **error_fields(
                     error_type="WorkerLost",
                     code="worker_lost",

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
+from django.conf import settings
 from django.db import IntegrityError
 from django.db.models import F, Q
 from django.utils import timezone
+from dspy.utils.exceptions import AdapterParseError
 
 from core.db import CONNECTION_ERRORS, db_retry
-from executions.models import Execution, ExecutionAttempt
+from executions.models import Execution, ExecutionAttempt, FailureCause
 from executions.services._common import Clock, error_fields
 from executions.signals import (
     AttemptOutcome,
@@ -24,6 +26,7 @@ from executions.signals import (
     send_execution_finished,
 )
 from providers.calls import ProviderCall, provider_call
+from providers.exceptions import LMMalformedResponseError
 from providers.models import Provider
 from providers.selectors import provider_fallback_chain
 from registry.services.versions import signature_version_build
@@ -135,6 +138,46 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+def attempt_cause(call: ProviderCall) -> str:
+    """The failure cause of a call that did not answer (`FailureCause`), from the error's class
+    and HTTP status, most specific first."""
+    if call.refused:
+        return FailureCause.BREAKER_OPEN
+    error = call.error
+    status = getattr(error, "status", None)
+    # Classes before statuses, and a malformed body (a server error too) before server errors.
+    if isinstance(error, dspy.LMTimeoutError | TimeoutError) or status == 408:
+        return FailureCause.TIMEOUT
+    if isinstance(error, dspy.LMRateLimitError) or status == 429:
+        return FailureCause.RATE_LIMITED
+    if isinstance(error, dspy.LMAuthError) or status in (401, 403):
+        return FailureCause.AUTH
+    if isinstance(error, dspy.ContextWindowExceededError):
+        return FailureCause.CONTEXT_WINDOW
+    if isinstance(error, LMMalformedResponseError):
+        return FailureCause.INVALID_OUTPUT
+    if isinstance(error, AdapterParseError):
+        return FailureCause.PARSE
+    if isinstance(error, dspy.LMTransportError | ConnectionError):
+        return FailureCause.TRANSPORT
+    if isinstance(error, dspy.LMServerError) or (isinstance(status, int) and status >= 500):
+        return FailureCause.PROVIDER_ERROR
+    if isinstance(error, dspy.LMInvalidRequestError) or (
+        isinstance(status, int) and 400 <= status < 500
+    ):
+        return FailureCause.INVALID_REQUEST
+    return FailureCause.PROVIDER_ERROR
+
+
+def execution_root_cause(causes: list[str]) -> str:
+    """The root cause of an execution that exhausted its fallback chain, from the causes of
+    its attempts in order: the first call that was made and failed (the requested provider's,
+    unless its breaker refused it), since every later call only stood in for it; breaker_open
+    when every provider's breaker refused."""
+    made = [cause for cause in causes if cause != FailureCause.BREAKER_OPEN]
+    return made[0] if made else FailureCause.BREAKER_OPEN
+
+
 @dataclass
 class _Run:
     claim: Claim
@@ -142,6 +185,9 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)
     position: int = 0
     failures: list[str] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
     only_timeouts: bool = True
     # Set once loaded; None only when loading it failed inside the toolkit.
     execution: Execution | None = None
@@ -172,6 +218,10 @@ class _Run:
 
         db_retry(write)
         self.position += 1
+        self.input_tokens += call.input_tokens
+        self.output_tokens += call.output_tokens
+        if fields.get("cause"):
+            self.causes.append(fields["cause"])
         if self.execution is not None:
             version = self.execution.signature_version
             send_attempt_finished(
@@ -185,6 +235,10 @@ class _Run:
                     duration_s=call.duration_s,
                 )
             )
+
+    def spent(self) -> dict[str, int]:
+        """The tokens of every call of this run, for a run that ends without an answer."""
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
 
     def finish(self, **fields: Any) -> bool:
         moment = self.now()
@@ -252,6 +306,8 @@ def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
         logger.exception("Execution %s failed inside the toolkit", claim.execution_id)
         run.finish(
             status=Execution.Status.FAILED,
+            error_cause=FailureCause.INTERNAL,
+            **run.spent(),
             **error_fields(
                 error_type=type(error).__name__,
                 code="internal_error",
@@ -263,6 +319,8 @@ def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
     status = Execution.Status.TIMED_OUT if run.only_timeouts else Execution.Status.FAILED
     run.finish(
         status=status,
+        error_cause=execution_root_cause(run.causes),
+        **run.spent(),
         **error_fields(
             error_type="ProvidersExhausted",
             code="providers_timed_out" if run.only_timeouts else "providers_exhausted",
@@ -282,11 +340,14 @@ def _try_provider(
         inputs=execution.inputs,
         config=execution.config,
         now=run.now,
+        keep_trace=execution.keep_trace,
     )
     if call.refused:
         run.attempt(
             call,
             outcome=ExecutionAttempt.Outcome.REJECTED,
+            cause=attempt_cause(call),
+            breaker_state=call.breaker_state,
             **error_fields(
                 error_type="CircuitOpen", code=call.error_code, message=call.public_message
             ),
@@ -301,17 +362,26 @@ def _try_provider(
         fields = error_fields(
             error_type=type(error).__name__, code=call.error_code, message=call.public_message
         )
+        cause = attempt_cause(call)
         run.attempt(
             call,
             outcome=ExecutionAttempt.Outcome.FAILED,
             counted_by_breaker=call.counted_by_breaker,
             error_detail=call.detail,
+            cause=cause,
+            breaker_state=call.breaker_state,
+            # The prompt quotes the inputs, so it is kept only where they may be shown.
+            prompt=call.prompt if settings.EXECUTIONS_FAILURE_LOG_INPUTS else "",
+            raw_output=call.raw_output,
+            traceback=call.traceback,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
             **fields,
         )
         if not call.counted_by_breaker:
             # The request itself is at fault (or the provider refuses it outright): another
             # provider would not do better, so the execution fails here.
-            run.finish(status=Execution.Status.FAILED, **fields)
+            run.finish(status=Execution.Status.FAILED, error_cause=cause, **run.spent(), **fields)
             return Execution.Status.FAILED
         run.failures.append(f"{provider.name}: {type(error).__name__}: {call.public_message}")
         run.only_timeouts = run.only_timeouts and isinstance(
@@ -319,7 +389,14 @@ def _try_provider(
         )
         return None
     result = call.result
-    run.attempt(call, outcome=ExecutionAttempt.Outcome.SUCCEEDED)
+    run.attempt(
+        call,
+        outcome=ExecutionAttempt.Outcome.SUCCEEDED,
+        breaker_state=call.breaker_state,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        **({"prompt": call.prompt, "raw_output": call.raw_output} if execution.keep_trace else {}),
+    )
     run.finish(
         status=Execution.Status.SUCCEEDED,
         provider=provider,
@@ -330,5 +407,6 @@ def _try_provider(
         error_type="",
         error_code="",
         error_message="",
+        error_cause="",
     )
     return Execution.Status.SUCCEEDED

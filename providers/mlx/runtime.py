@@ -24,12 +24,14 @@ from typing import Any
 # MLX is imported after this package's __init__, which puts the fast BLAS in first.
 import mlx.core as mx
 import mlx.nn as nn
+import mlx.utils
 import mlx_lm
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.utils import dequantize_model
 
 from core import env
+from providers.events import LoadedModel, send_model_loaded, send_model_unloaded
 from providers.mlx.hardware import DEQUANTIZED, cpu_optimizations, mlx_backend
 
 # Requests stepped together at most. Eight covers the worker's concurrency; larger batches
@@ -162,6 +164,7 @@ class _ModelScheduler(threading.Thread):
         self.tokenizer_lock = threading.Lock()
         self.applied: tuple[str, ...] = ()
         self.load_duration_s = 0.0
+        self.held: LoadedModel | None = None
         self.requests_received = 0
         self.requests_served = 0
         self.largest_batch = 0
@@ -220,6 +223,14 @@ class _ModelScheduler(threading.Thread):
             self.loaded.set()
             return
         self.load_duration_s = time.perf_counter() - started
+        self.held = LoadedModel(
+            model=Path(self.path).name,
+            resident_bytes=sum(
+                array.nbytes for _name, array in mlx.utils.tree_flatten(self.model.parameters())
+            ),
+        )
+        # Before the waiting callers go on, so that the load is counted when they see it.
+        send_model_loaded(self.held, load_duration_s=self.load_duration_s)
         self.loaded.set()
         self._serve()
 
@@ -480,6 +491,9 @@ def _unload(schedulers: list[_ModelScheduler]) -> None:
     for scheduler in schedulers:
         scheduler.join()
     mx.clear_cache()
+    for scheduler in schedulers:
+        if scheduler.held is not None:
+            send_model_unloaded(scheduler.held)
 
 
 def unload_model(*, model_path: str) -> None:

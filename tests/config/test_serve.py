@@ -2,20 +2,28 @@
 (and reported) while the others go on; one that keeps dying, or a port already taken, stops
 everything with a non-zero exit; SIGTERM stops all, leaving no process behind."""
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import mlx.core as mx
 import pytest
 from django_q.conf import Conf
 from django_q.models import Success
 from django_q.tasks import async_task
 
+from tests.support.engines import ECHO_ENGINE, INPUT_TOKENS
+from tests.support.factories import APIKeyFactory, ProviderFactory, SignatureVersionFactory
 from tests.support.faults import processes_in_session, wait_for
+from tests.support.metrics import Scrape, scrape_url
 from tests.support.servers import free_port, http_status
+from tests.support.specs import QA_LEVEL_INPUTS, QA_LEVEL_SPEC
 
 
 def _pids(log: Path, verb: str) -> dict[str, list[int]]:
@@ -74,9 +82,14 @@ class Serve:
 def start_serve(python, repo_root, subprocess_env, tmp_path):
     started: list[Serve] = []
 
-    def start(*args: str) -> Serve:
+    def start(*args: str, **env: str) -> Serve:
+        """`env` adds to the environment serve starts with."""
         serve = Serve(
-            python=python, repo_root=repo_root, env=subprocess_env, tmp_path=tmp_path, args=args
+            python=python,
+            repo_root=repo_root,
+            env=subprocess_env | env,
+            tmp_path=tmp_path,
+            args=args,
         )
         started.append(serve)
         return serve
@@ -154,3 +167,111 @@ def test_serve_exits_with_an_error_when_its_port_is_taken(python, repo_root, sub
     assert f"cannot listen on 127.0.0.1:{port}" in completed.stderr
     assert "Admin console" not in completed.stdout
     assert "started" not in completed.stdout
+
+
+# Metrics across processes ---------------------------------------------------------------------
+
+SCRAPE_TOKEN = "scrape-token"
+
+
+def _count_stale_executions(python, repo_root, directory: Path) -> None:
+    """Leave the files of an earlier run's process in the metrics directory."""
+    subprocess.run(
+        [
+            python,
+            "-c",
+            "from monitoring import prometheus; prometheus.executions_total.labels("
+            "signature='qa', version='1', provider='echo', status='succeeded', cause='').inc(100)",
+        ],
+        cwd=repo_root,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        check=True,
+    )
+    assert list(directory.glob("counter_*.db"))
+
+
+def _execute(base: str, key: str) -> dict:
+    request = urllib.request.Request(  # noqa: S310 (local URL)
+        f"{base}/api/v1/dspy/execute",
+        data=json.dumps(
+            {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "echo"}
+        ).encode(),
+        headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (local URL)
+        return json.loads(response.read())
+
+
+@pytest.mark.qcluster
+@pytest.mark.django_db(transaction=True)
+def test_metrics_counted_in_workers_add_up_on_every_web_worker(
+    start_serve, python, repo_root, subprocess_env, tmp_path, tiny_model_dir
+):
+    SignatureVersionFactory(signature__name="qa", spec=QA_LEVEL_SPEC)
+    ProviderFactory(name="echo", engine_path=ECHO_ENGINE)
+    # The inference worker loads it as it starts (the warm-up).
+    ProviderFactory(name="tiny", kind="mlx", model=str(tiny_model_dir))
+    key = APIKeyFactory(name="client").raw_key
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    _count_stale_executions(python, repo_root, directory)
+    serve = start_serve(
+        "--web-workers",
+        "2",
+        PROMETHEUS_MULTIPROC_DIR=str(directory),
+        # Only the token opens /metrics: the test's own address is not allowed.
+        METRICS_ALLOWED_ADDRESSES="192.0.2.1",
+        METRICS_BEARER_TOKEN=SCRAPE_TOKEN,
+    )
+    serve.wait_ready()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        scrape_url(f"{serve.base}/metrics")
+    assert refused.value.code == 403
+
+    answers = [_execute(serve.base, key) for _ in range(3)]
+    assert [answer["status"] for answer in answers] == ["succeeded"] * 3
+
+    # The cluster's worker counted the executions, the web workers the requests: each scrape,
+    # whichever web worker answers it, adds up every process (and not the earlier run's files).
+    echo = {"signature": "qa", "version": "1", "provider": "echo"}
+    succeeded = {**echo, "status": "succeeded"}
+    attempts = {**echo, "outcome": "succeeded", "error_code": ""}
+    for _ in range(6):
+        page = scrape_url(f"{serve.base}/metrics", token=SCRAPE_TOKEN)
+        assert page.value("dspy_toolkit_executions_total", **succeeded, cause="") == 3
+        assert page.value("dspy_toolkit_execution_duration_seconds_count", **succeeded) == 3
+        assert (
+            page.value("dspy_toolkit_tokens_total", **echo, direction="input") == 3 * INPUT_TOKENS
+        )
+        assert page.value("dspy_toolkit_provider_attempts_total", **attempts) == 3
+        assert page.value("django_http_requests_total_by_method_total", method="POST") == 3
+        assert page.value("dspy_toolkit_queue_depth", cluster="default") == 0
+        assert page.value("dspy_toolkit_breaker_state", provider="echo") == 0
+
+    model = {"model": tiny_model_dir.name}
+
+    def loaded() -> Scrape | None:
+        page = scrape_url(f"{serve.base}/metrics", token=SCRAPE_TOKEN)
+        return page if page.value("dspy_toolkit_model_load_seconds_count", **model) else None
+
+    page = wait_for(loaded, timeout=120, what="the inference worker to load the tiny model")
+    assert page.value("dspy_toolkit_model_load_seconds_count", **model) == 1
+    assert page.value("dspy_toolkit_model_resident_bytes", **model) == sum(
+        array.nbytes for array in mx.load(str(tiny_model_dir / "model.safetensors")).values()
+    )
+
+    # A one-shot command's counters outlive it.
+    subprocess.run(
+        [python, "manage.py", "providers_breaker", "echo", "--force-open"],
+        cwd=repo_root,
+        env=subprocess_env | {"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        check=True,
+        capture_output=True,
+    )
+    page = scrape_url(f"{serve.base}/metrics", token=SCRAPE_TOKEN)
+    transition = {"provider": "echo", "from_state": "closed", "to_state": "open"}
+    assert page.value("dspy_toolkit_breaker_transitions_total", **transition) == 1
+    assert page.value("dspy_toolkit_breaker_state", provider="echo") == 2
+
+    serve.process.send_signal(signal.SIGTERM)
+    assert serve.process.wait(timeout=60) == 0

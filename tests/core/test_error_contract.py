@@ -66,6 +66,7 @@ OPERATIONS = {
         "patch": {"wrong_type": ({"temperature": "hot"}, 400)},
         "delete": {"conflict": (None, 409)},
     },
+    "/api/v1/providers/{name}/health": {"get": {}},
     "/api/v1/dspy/execute": {
         "post": {
             "missing_field": ({"signature": "qa"}, 400),
@@ -78,6 +79,10 @@ OPERATIONS = {
     "/api/v1/executions": {"get": {}},
     "/api/v1/executions/{id}": {"get": {}},
     "/api/v1/executions/{id}/cancel": {"post": {"conflict": (None, 409)}},
+    "/api/v1/usage": {"get": {"wrong_type": ({"window": "year"}, 400)}},
+    "/api/v1/executions/{id}/rerun": {
+        "post": {"wrong_type": ({"version": 0}, 400), "unknown_field": ({"providr": "x"}, 400)}
+    },
 }
 # Bodies valid enough to get past validation to the lookup that answers 404.
 LOOKUP_BODIES = {("/api/v1/signatures/{name}/aliases/{alias}/", "put"): VALID_ALIAS_MOVE}

@@ -11,7 +11,15 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RoutePattern
 
-PUBLIC = {"/health/live", "/health/ready", "/api/schema/", "/api/docs/", "/api/redoc/"}
+PUBLIC = {
+    "/health/live",
+    "/health/ready",
+    "/healthz",
+    "/readyz",
+    "/api/schema/",
+    "/api/docs/",
+    "/api/redoc/",
+}
 ADMIN_LOGIN = "/admin/login/"
 SAMPLES = {"int": "1", "uuid": str(uuid.uuid4()), "path": "x", "slug": "x", "str": "x"}
 REMOTE = {"REMOTE_ADDR": "203.0.113.7"}

@@ -32,15 +32,18 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
+from executions.models import Execution
 from providers.services import provider_create
 from registry.services.aliases import alias_set
 from registry.services.signatures import signature_create
 from registry.services.versions import signature_version_create
 from tests.support.engines import ECHO_ENGINE
 from tests.support.factories import CLOSED_PORT_URL
+from tests.support.service_processes import report_process
 from tests.support.specs import QA_SPEC
 
 ERROR_REF = "#/components/schemas/Error"
+DOCUMENTED_EXECUTION_ID = "3f1c9a52-7d4e-4b8a-9c1e-2a6b5d8f0e47"
 METHODS = ("get", "put", "post", "patch", "delete")
 
 
@@ -229,6 +232,15 @@ def registry_and_providers(transactional_db):
         base_url=CLOSED_PORT_URL,
         fallbacks=[local],
     )
+    # The execution the documented path examples name (its re-run example is sent).
+    Execution.objects.create(
+        id=DOCUMENTED_EXECUTION_ID,
+        signature_version=first,
+        requested_provider=local,
+        inputs={"question": "What is the capital of France?"},
+        status=Execution.Status.SUCCEEDED,
+        finished_at="2026-01-05T10:00:00.610000Z",
+    )
 
 
 @pytest.fixture
@@ -317,6 +329,9 @@ schema.app = application
 def credentials(registry_and_providers, superuser, settings):
     """An API key for reads and a superuser session (with its CSRF pair) for writes: an API
     key may not write the registry or the providers."""
+    # The service as it runs, its tasks cluster's workers reporting: readiness answers 200
+    # (its documented 503 would count as a server error).
+    report_process(cluster="default")
     settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {
         "DEFAULT_THROTTLE_RATES": {"api_key": "100000/min", "user": "100000/min"}
     }

@@ -43,7 +43,7 @@ def test_install_schedules_is_idempotent(settings):
     settings.EXECUTIONS_REAPER_EVERY_MINUTES = 2
     assert "installed" in _call("executions_install_schedules")
     assert "up to date" in _call("executions_install_schedules")
-    schedule = Schedule.objects.get()
+    schedule = Schedule.objects.get(func="executions.tasks.execution_reap_stale")
     assert (schedule.func, schedule.schedule_type, schedule.minutes, schedule.repeats) == (
         "executions.tasks.execution_reap_stale",
         Schedule.MINUTES,

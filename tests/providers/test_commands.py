@@ -1,11 +1,13 @@
 import io
 import itertools
 import json
+import subprocess
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, call_command, load_command_class
 
-from providers import services
+from providers import breakers, services
+from providers.models import BreakerEvent, CircuitBreaker
 from tests.support.engines import BROKEN_ENGINE
 from tests.support.factories import ProviderFactory
 
@@ -34,8 +36,12 @@ def test_list_shows_fallbacks():
     main, spare = ProviderFactory(name="main"), ProviderFactory(name="spare", enabled=False)
     services.provider_set_fallbacks(provider=main, fallbacks=[spare])
     lines = run("providers_list").splitlines()
-    assert lines[0] == "main  custom  scripted  enabled  fallbacks: spare"
-    assert lines[1] == "spare  custom  scripted  disabled  fallbacks: -"
+    assert lines[0] == (
+        "main  custom  scripted  enabled  fallbacks: spare  breaker: closed, no calls recorded"
+    )
+    assert lines[1] == (
+        "spare  custom  scripted  disabled  fallbacks: -  breaker: closed, no calls recorded"
+    )
 
 
 def test_check_runs_a_short_question():
@@ -80,3 +86,85 @@ def test_list_reads_fallbacks_in_a_fixed_number_of_queries(django_assert_max_num
         services.provider_set_fallbacks(provider=provider, fallbacks=[fallback])
     with django_assert_max_num_queries(3):
         run("providers_list")
+
+
+def test_list_shows_each_breaker_as_a_call_would_find_it_now():
+    opened, forced = ProviderFactory(name="opened"), ProviderFactory(name="forced")
+    ProviderFactory(name="quiet")
+    # Opened long ago: its wait is over, the next call is a trial.
+    breakers.breaker_get_or_create(provider=opened)
+    CircuitBreaker.objects.filter(provider=opened).update(
+        state="open", state_changed_at="2026-01-01T12:00:00Z"
+    )
+    breakers.breaker_force_open(provider=forced)
+    lines = run("providers_list").splitlines()
+    assert lines[0].endswith("breaker: open (forced), stays open until reset, no calls recorded")
+    assert lines[1].endswith(
+        "breaker: half_open (ready for a trial since 2026-01-01 12:00:30 UTC), no calls recorded"
+    )
+    assert lines[2].endswith("breaker: closed, no calls recorded")
+
+
+def test_breaker_command_lists_every_breaker_without_writing():
+    ProviderFactory(name="alpha")
+    beta = ProviderFactory(name="beta")
+    breakers.breaker_force_open(provider=beta, reason="maintenance")
+    output = run("providers_breaker")
+    lines = output.splitlines()
+    assert lines[0] == "alpha: closed, no calls recorded"
+    assert lines[1] == "beta: open (forced), stays open until reset, no calls recorded"
+    assert lines[2].startswith("  last transition: ")
+    assert lines[2].endswith(" closed -> open: maintenance")
+    assert CircuitBreaker.objects.count() == 1
+
+
+def test_breaker_command_forces_open_and_resets_with_a_reason():
+    provider = ProviderFactory(name="remote")
+    output = run("providers_breaker", "remote", "--force-open", "--reason", "upgrade")
+    assert output.startswith("remote: open (forced)")
+    assert "closed -> open: upgrade" in output
+    run("providers_breaker", "remote", "--reset")
+    breaker = CircuitBreaker.objects.get(provider=provider)
+    assert (breaker.state, breaker.forced) == ("closed", False)
+    assert list(BreakerEvent.objects.values_list("to_state", "reason")) == [
+        ("closed", "reset from the command line"),
+        ("open", "upgrade"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--reset",), "Name the provider"),
+        (("--force-open",), "Name the provider"),
+        (("--show",), "Name the provider"),
+        (("remote", "--reason", "why"), "--reason goes with --force-open or --reset"),
+        (("nope", "--reset"), "No provider named 'nope'"),
+        (("remote", "--reset", "--force-open"), "not allowed with argument"),
+    ],
+)
+def test_breaker_command_refuses_bad_arguments(args, message):
+    ProviderFactory(name="remote")
+    with pytest.raises(CommandError, match=message):
+        run("providers_breaker", *args)
+    assert not BreakerEvent.objects.exists()
+
+
+def test_breaker_command_help_names_every_action():
+    command = load_command_class("providers", "providers_breaker")
+    text = command.create_parser("manage.py", "providers_breaker").format_help()
+    for option in ("--force-open", "--reset", "--show", "--reason", "leave out to list all"):
+        assert option in text
+
+
+def test_breaker_command_exits_non_zero_on_bad_arguments(python, repo_root, subprocess_env):
+    finished = subprocess.run(
+        [python, "manage.py", "providers_breaker", "--reset"],
+        cwd=repo_root,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 1
+    assert "CommandError: Name the provider" in finished.stderr

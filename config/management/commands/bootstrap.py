@@ -11,7 +11,8 @@ from core import env
 class Command(BaseCommand):
     help = (
         "Prepare this installation: apply migrations, collect static files, create the admin "
-        "user, load the signature library and install the default local model. Idempotent: "
+        "user, load the signature library, install the periodic tasks (reaper, retention) and "
+        "the default local model. Idempotent: "
         "a second run changes nothing and is quick."
     )
 
@@ -37,7 +38,7 @@ class Command(BaseCommand):
     def _preparation_steps(self, *, skip_model: bool) -> list[tuple[str, str]]:
         steps = [
             ("registry_load_library", "Loading the signature template library"),
-            ("executions_install_schedules", "Installing the periodic tasks (reaper)"),
+            ("executions_install_schedules", "Installing the periodic tasks (reaper, retention)"),
         ]
         if not skip_model:
             steps.append(("providers_install_default_model", "Installing the default local model"))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -35,7 +36,9 @@ class Command(BaseCommand):
         "together in the foreground. A child that dies is restarted, after a pause that doubles "
         "with each quick death (reset once it stays up); one that keeps dying, or a web server "
         "that cannot start (say, its port is taken), stops everything with a non-zero exit. "
-        "Ctrl-C or SIGTERM stops all of them, and no process is left behind."
+        "Ctrl-C or SIGTERM stops all of them, and no process is left behind. Every child writes "
+        "its Prometheus metrics to PROMETHEUS_MULTIPROC_DIR (default var/prometheus/, emptied "
+        "at start), so /metrics adds up all of them."
     )
 
     def add_arguments(self, parser):
@@ -93,8 +96,11 @@ class Command(BaseCommand):
         # Before anything starts: gunicorn would retry for a while and then exit, and a port
         # held by another server would answer the readiness check in its place.
         self._check_port_free(host, port)
+        metrics_directory = self._empty_metrics_directory()
         try:
-            for child in self._children_to_run(host=host, port=port, web_workers=web_workers):
+            for child in self._children_to_run(
+                host=host, port=port, web_workers=web_workers, metrics_directory=metrics_directory
+            ):
                 self._children.append(child)
                 self._spawn(child)
             if not self._wait_until_listening(host, port, timeout=opts["ready_timeout"]):
@@ -109,7 +115,9 @@ class Command(BaseCommand):
         finally:
             self._stop_all(stop_timeout)
 
-    def _children_to_run(self, *, host: str, port: int, web_workers: int) -> list[_Child]:
+    def _children_to_run(
+        self, *, host: str, port: int, web_workers: int, metrics_directory: Path
+    ) -> list[_Child]:
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
         web = [
@@ -117,6 +125,9 @@ class Command(BaseCommand):
             "-m",
             "gunicorn",
             "config.wsgi:application",
+            # Its hooks: a dead worker's live gauges are dropped from /metrics.
+            "--config",
+            "python:config.gunicorn",
             "--bind",
             f"{host}:{port}",
             "--workers",
@@ -132,7 +143,13 @@ class Command(BaseCommand):
             "--access-logfile",
             "-",
         ]
-        base_env = os.environ | {"PYTHONUNBUFFERED": "1"}
+        # Every child writes its metrics to one directory, and /metrics in any web worker adds
+        # them up. prometheus_client picks the mode when it is imported, so it must be in the
+        # environment the child starts with.
+        base_env = os.environ | {
+            "PYTHONUNBUFFERED": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_directory),
+        }
         # The fast BLAS has to be in the inference process before MLX is imported.
         cluster = settings.Q_INFERENCE_CLUSTER
         inference_env = base_env | {"Q_CLUSTER_NAME": cluster} | blas.worker_environment()
@@ -141,6 +158,23 @@ class Command(BaseCommand):
             _Child("tasks", [python, manage, "qcluster"], base_env),
             _Child(cluster, [python, manage, "qcluster"], inference_env),
         ]
+
+    @staticmethod
+    def _empty_metrics_directory() -> Path:
+        """The metrics directory, created, without the files of an earlier run's processes
+        (whose counters would otherwise add to this run's, and whose pids may be reused).
+
+        Called once the port is known to be free: another serve using the directory would
+        hold the port.
+        """
+        directory = Path(settings.METRICS_MULTIPROC_DIR)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for stale in directory.glob("*.db"):
+                stale.unlink()
+        except OSError as exc:
+            raise CommandError(f"cannot prepare the metrics directory {directory}: {exc}") from exc
+        return directory
 
     @staticmethod
     def _check_port_free(host: str, port: int) -> None:
