@@ -7,15 +7,24 @@ templates/admin/providers/provider/change_form.html with monitoring/provider_hea
 (the buttons and the health panel).
 """
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from executions.models import Execution, ExecutionFailure
 from executions.services.create import execution_create
 from providers.models import CircuitBreaker
-from tests.support.browser import screenshot
+from tests.support.browser import screenshot, screenshot_of
+from tests.support.bulk import BulkWorld, bulk_executions
 from tests.support.engines import BROKEN_ENGINE, ECHO_ENGINE
-from tests.support.factories import ProviderFactory, SignatureVersionFactory
+from tests.support.factories import (
+    APIKeyFactory,
+    ProviderFactory,
+    SignatureVersionFactory,
+    StaffUserFactory,
+)
 from tests.support.specs import QA_LEVEL_INPUTS, QA_LEVEL_SPEC
 
 # The marks of the charts that stand for data: bars, dots and the lines through them.
@@ -87,3 +96,30 @@ def test_a_provider_page_shows_its_health_and_its_buttons_work(browser_page, his
     expect(page.locator(".provider-health-state")).to_have_text("closed")
     assert CircuitBreaker.objects.get(provider=provider).state == "closed"
     screenshot(page, "console-provider-reset")
+
+
+def test_a_busy_hour_reads_at_a_glance(browser_page, browser_user):
+    """The dashboard of an hour with traffic on every minute (the README's screenshot)."""
+    world = BulkWorld(
+        versions=[
+            SignatureVersionFactory(signature__name=name)
+            for name in ("qa", "summarize", "sentiment", "classify_topic")
+        ],
+        providers=[
+            ProviderFactory(name=name, engine_path=ECHO_ENGINE)
+            for name in ("local-default", "remote-gpt", "remote-backup")
+        ],
+        api_keys=[APIKeyFactory(name=name) for name in ("web-app", "batch-jobs")],
+        users=[StaffUserFactory(username="operator")],
+    )
+    bulk_executions(world=world, count=1500, now=timezone.now(), span=timedelta(hours=1))
+    page = browser_page
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto("/admin/")
+    expect(page.locator("#console-title")).to_be_visible()
+    # Every minute of the hour has executions: the per-minute chart draws a bar for each.
+    assert page.locator(".console-charts svg.chart rect").count() >= 60
+    assert page.locator(".console-charts figure.chart-box p.empty").count() == 0
+    screenshot(page, "console-dashboard-busy")
+    # The dashboard alone: the README's docs/console-dashboard.png is a copy of it.
+    screenshot_of(page.locator("section.console"), "console-dashboard-section")

@@ -53,12 +53,23 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
-def screenshot(page, name: str) -> Path:
-    """Save the whole page as `var/screenshots/<name>.png` and return its path."""
+def _screenshot_path(name: str) -> Path:
     directory = Path(settings.VAR_DIR) / "screenshots"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.png"
+    return directory / f"{name}.png"
+
+
+def screenshot(page, name: str) -> Path:
+    """Save the whole page as `var/screenshots/<name>.png` and return its path."""
+    path = _screenshot_path(name)
     page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def screenshot_of(locator, name: str) -> Path:
+    """Save one element of a page (a locator) as `var/screenshots/<name>.png`."""
+    path = _screenshot_path(name)
+    locator.screenshot(path=str(path))
     return path
 
 

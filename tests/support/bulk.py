@@ -104,6 +104,9 @@ def bulk_executions(
             execution.error_code = (
                 "provider_error" if status == Execution.Status.FAILED else "timed_out"
             )
+            execution.error_cause = (
+                "provider_error" if status == Execution.Status.FAILED else "timeout"
+            )
             execution.error_message = "The provider failed."
         executions.append(execution)
         if execution.finished_at:
@@ -115,6 +118,7 @@ def bulk_executions(
                     provider=provider,
                     outcome="succeeded" if status == Execution.Status.SUCCEEDED else "failed",
                     error_code=execution.error_code,
+                    cause=execution.error_cause,
                     started_at=execution.started_at,
                     duration_s=execution.execution_time_s,
                 )
