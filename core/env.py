@@ -43,6 +43,7 @@ PROJECT_NAMES = frozenset(
         "Q_TIMEOUT",
         "Q_INFERENCE_WORKERS",
         "Q_INFERENCE_TIMEOUT",
+        "Q_INFERENCE_CLUSTERS",
         "Q_SYNC",
         "Q_CLUSTER_NAME",
         "LOG_LEVEL",

@@ -1,6 +1,9 @@
 """Settings shared by every environment. Values from the environment come through core.env."""
 
+import re
+
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
+from django.core.exceptions import ImproperlyConfigured
 
 from core import env
 
@@ -99,12 +102,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.get("REDIS_URL")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_URL}
     }
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            # Django's backends, counting their reads for /metrics (core/cache.py).
+            "BACKEND": "core.cache.DatabaseCache",
             "LOCATION": "dspy_toolkit_cache",
         }
     }
@@ -194,8 +198,24 @@ SPECTACULAR_SETTINGS = {
 # max_attempts=0 retries forever, failed tasks stay locked without ack_failures), so each of
 # these is set on purpose. Attempts are counted in the project's own rows (a force-killed
 # worker is never recorded by django-q2), so the broker itself never retries.
-# The django-q2 cluster (queue) for local model inference; `Q_CLUSTER_NAME` picks it.
-Q_INFERENCE_CLUSTER = "inference"
+# The django-q2 clusters (queues) for local model inference, each an ALT_CLUSTERS entry with
+# the inference settings below, which a worker machine picks with `Q_CLUSTER_NAME`. A local
+# provider names the one whose workers load its model and run its executions
+# (`Provider.serving_cluster`); the first one serves those that name none. Every machine must
+# be given the same list: the web processes route by it and the workers warm up by it.
+Q_INFERENCE_CLUSTERS = env.get_list("Q_INFERENCE_CLUSTERS", ["inference"])
+if (
+    not Q_INFERENCE_CLUSTERS
+    # The task cluster's names: django-q2's, and the ones `manage.py serve --clusters` knows.
+    or {"default", "tasks", "none"} & set(Q_INFERENCE_CLUSTERS)
+    or len(set(Q_INFERENCE_CLUSTERS)) != len(Q_INFERENCE_CLUSTERS)
+    or not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", n) for n in Q_INFERENCE_CLUSTERS)
+):
+    raise ImproperlyConfigured(
+        "Q_INFERENCE_CLUSTERS must list distinct cluster names (letters, digits, '.', '_', '-'), "
+        f"none of them 'default', 'tasks' or 'none': got {Q_INFERENCE_CLUSTERS!r}."
+    )
+Q_INFERENCE_CLUSTER = Q_INFERENCE_CLUSTERS[0]
 Q_CLUSTER = {
     "name": "default",
     "workers": env.get_int("Q_WORKERS", 2),
@@ -212,12 +232,13 @@ Q_CLUSTER = {
     "ALT_CLUSTERS": {
         # Local model inference: one worker by default so a model is loaded once per worker
         # process (lazily, after the fork), never per task.
-        Q_INFERENCE_CLUSTER: {
+        name: {
             "workers": env.get_int("Q_INFERENCE_WORKERS", 1),
             "timeout": env.get_int("Q_INFERENCE_TIMEOUT", 600),
             "retry": env.get_int("Q_INFERENCE_TIMEOUT", 600) + 60,
             "recycle": 10_000,
-        },
+        }
+        for name in Q_INFERENCE_CLUSTERS
     },
 }
 if REDIS_URL:
@@ -311,3 +332,13 @@ MONITORING_PROVIDER_HEALTH_MAX_CALLS = env.get_int("MONITORING_PROVIDER_HEALTH_M
 # started otherwise (runserver, the tests) keeps its metrics to itself unless the variable is
 # set in its environment.
 METRICS_MULTIPROC_DIR = env.get("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
+
+# Provider pools (issue 13, pools). A call in progress on a pool's member counts towards its
+# outstanding requests for at most this many seconds: long enough for any call (a task is
+# killed sooner), so only a lease whose process died mid-call stops counting this way.
+PROVIDERS_POOL_LEASE_S = env.get_float("PROVIDERS_POOL_LEASE_S", 900.0)
+
+# The OpenAI-compatible chat route (issue 13, openai). A chat completion on a local model runs
+# in the inference cluster; the web process waits for it the provider's timeout plus this many
+# seconds for a free worker, then answers 504 (the queued call still runs when one is free).
+PROVIDERS_CHAT_QUEUE_WAIT_S = env.get_float("PROVIDERS_CHAT_QUEUE_WAIT_S", 30.0)

@@ -295,3 +295,20 @@ def test_gunicorn_drops_the_live_gauges_of_a_worker_that_exited(tmp_path, monkey
         assert (tmp_path / f"counter_{worker.pid}.db").exists()
     finally:
         _exit(worker)
+
+
+@pytest.mark.django_db
+def test_cache_reads_and_database_queries_are_counted(client):
+    from django.core.cache import cache
+
+    before = scrape_client(client)
+    cache.set("metrics-probe", None)  # a cached None is a hit, not a miss
+    assert cache.get("metrics-probe", "default") is None
+    assert cache.get("metrics-absent", "default") == "default"
+    after = scrape_client(client)
+    moved = Delta(before, after)
+    assert moved("django_cache_get_total", backend="database") == 2
+    assert moved("django_cache_get_hits_total", backend="database") == 1
+    assert moved("django_cache_get_misses_total", backend="database") == 1
+    # django-prometheus' database backend counts this process's queries too.
+    assert moved("django_db_execute_total", alias="default", vendor="postgresql") > 0
