@@ -462,7 +462,11 @@ class ExecutionFailureAdmin(RerunActionsMixin, ReadOnlyAdminMixin, admin.ModelAd
 
     @admin.display(description="time", ordering="started_at")
     def time(self, failure: ExecutionFailure) -> str:
-        return timezone.localtime(failure.started_at).strftime("%Y-%m-%d %H:%M:%S")
+        # On one line, so the list stays readable at a laptop's width.
+        return format_html(
+            '<span class="nowrap">{}</span>',
+            timezone.localtime(failure.started_at).strftime("%Y-%m-%d %H:%M:%S"),
+        )
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, failure: ExecutionFailure) -> str:
