@@ -101,9 +101,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # the web and worker processes: Redis when configured, else a table in the database.
 REDIS_URL = env.get("REDIS_URL")
 if REDIS_URL:
-    CACHES = {
-        "default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_URL}
-    }
+    CACHES = {"default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {
         "default": {
