@@ -1,4 +1,4 @@
-.PHONY: start test lint format bench soak
+.PHONY: start test lint format bench soak scaleout
 
 start:  ## install, prepare and run the web server and workers
 	bash scripts/start.sh
@@ -17,3 +17,6 @@ bench:
 
 soak:  ## the long fault, overload and fuzz tests (marked soak), stopped after 45 minutes
 	SOAK=1 timeout 2700 .venv/bin/python -m pytest -m soak -q -s -p no:cacheprovider
+
+scaleout:  ## two web servers and two task clusters on one PostgreSQL, one lost; two inference clusters
+	.venv/bin/python -m pytest tests/config/test_scale_out.py tests/providers/test_serving_cluster.py -q -s -p no:cacheprovider

@@ -256,6 +256,14 @@ class ExecutionAttempt(models.Model):
     run = models.PositiveSmallIntegerField(help_text="The execution's claim this call belongs to.")
     position = models.PositiveSmallIntegerField(help_text="Order within the run (0 first).")
     provider = models.ForeignKey("providers.Provider", on_delete=models.PROTECT, related_name="+")
+    pool = models.ForeignKey(
+        "providers.Provider",
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        help_text="The pool whose member `provider` served this call (empty outside a pool).",
+    )
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     error_type = models.CharField(max_length=200, blank=True)
     error_code = models.CharField(max_length=64, blank=True)

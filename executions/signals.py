@@ -44,6 +44,9 @@ class AttemptOutcome:
     signature: str
     version: int | None
     provider: str
+    # The pool whose member `provider` is (None outside a pool; the pool itself is `provider`
+    # when none of its members could take the call).
+    pool: str | None
     # succeeded, failed or rejected (ExecutionAttempt.Outcome).
     outcome: str
     error_code: str

@@ -12,16 +12,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, Q
+from django.db.models import Count
+from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import mark_process_dead
 
-from executions.models import Execution
 from monitoring.prometheus import NAMESPACE
-from providers.calls import providers_routed_with
-from providers.models import CircuitBreaker, Provider
+from monitoring.selectors import execution_queues, queue_clusters
+from providers.models import CircuitBreaker, Provider, ProviderLease, ProviderPoolMember
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +35,12 @@ _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
 
 class DatabaseCollector:
-    """Breaker state per provider and queued executions per django-q2 cluster."""
+    """Breaker state per provider, queued executions per django-q2 cluster, and calls in
+    progress per pool member."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            families = [self._breaker_states(), self._queue_depths()]
+            families = [self._breaker_states(), self._queue_depths(), self._pool_outstanding()]
         except DatabaseError:
             # The processes' own metrics are worth a scrape most when the database is away (a
             # 500 would hide them all); only these series go missing meanwhile.
@@ -65,23 +65,38 @@ class DatabaseCollector:
         return family
 
     @staticmethod
+    def _pool_outstanding() -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            f"{NAMESPACE}_pool_member_outstanding",
+            "Calls in progress on each member of each pool, over every process (live leases).",
+            labels=["pool", "provider"],
+        )
+        live = dict(
+            ((pool, member), calls)
+            for pool, member, calls in ProviderLease.objects.filter(expires_at__gt=timezone.now())
+            .values("pool__name", "member__name")
+            .annotate(calls=Count("pk"))
+            .values_list("pool__name", "member__name", "calls")
+        )
+        # Every member has its series, so an idle one reads 0 rather than nothing.
+        for names in ProviderPoolMember.objects.order_by("pool__name", "position").values_list(
+            "pool__name", "member__name"
+        ):
+            family.add_metric(list(names), live.get(names, 0))
+        return family
+
+    @staticmethod
     def _queue_depths() -> GaugeMetricFamily:
         family = GaugeMetricFamily(
             f"{NAMESPACE}_queue_depth",
             "Executions waiting for a worker, per django-q2 cluster.",
             labels=["cluster"],
         )
-        # Routed as the execution's own task is (`provider_route`): local models wait for the
-        # inference cluster, every other kind for the default one.
-        local = Provider(kind=Provider.Kind.MLX)
-        routed_local = Q(
-            requested_provider__in=Provider.objects.filter(providers_routed_with(provider=local))
-        )
-        depths = Execution.objects.filter(status=Execution.Status.QUEUED).aggregate(
-            local=Count("pk", filter=routed_local), other=Count("pk", filter=~routed_local)
-        )
-        family.add_metric([settings.Q_CLUSTER["name"]], depths["other"])
-        family.add_metric([settings.Q_INFERENCE_CLUSTER], depths["local"])
+        # Routed as the executions' own tasks are (`providers_routed_to`): every cluster,
+        # empty ones at 0.
+        queued = {queue.cluster: queue.queued for queue in execution_queues()}
+        for name, _ in queue_clusters():
+            family.add_metric([name], queued.get(name, 0))
         return family
 
 

@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 
 from core.secrets import known_secrets, scrub
 from monitoring.processes import service_process_clusters_alive
+from providers.calls import providers_routed_to
 from providers.exceptions import NoProviderConfigured
 from providers.models import Provider
 from providers.selectors import provider_get_default
@@ -140,11 +141,13 @@ def _migrations_check() -> Check:
 
 def _cluster_checks() -> dict[str, Check]:
     tasks = settings.Q_CLUSTER.get("name", "default")
-    inference = settings.Q_INFERENCE_CLUSTER
-    # Named by role, as the README and `serve` name the clusters.
+    # Named as `serve --clusters` names them: `cluster_tasks`, then `cluster_<name>` of each
+    # inference cluster that serves an enabled local provider.
     wanted = {"cluster_tasks": tasks}
-    if Provider.objects.filter(enabled=True, kind=Provider.Kind.MLX).exists():
-        wanted["cluster_inference"] = inference
+    local = Provider.objects.filter(enabled=True, kind=Provider.Kind.MLX)
+    for inference in settings.Q_INFERENCE_CLUSTERS:
+        if local.filter(providers_routed_to(cluster=inference)).exists():
+            wanted[f"cluster_{inference}"] = inference
     alive = service_process_clusters_alive(clusters=list(wanted.values()), now=timezone.now())
     stale_after = settings.MONITORING_PROCESS_STALE_AFTER_S
     return {
@@ -154,7 +157,7 @@ def _cluster_checks() -> dict[str, Check]:
             False,
             f"No worker of the django-q2 cluster {cluster!r} reported in the last "
             f"{stale_after:g} s: is `manage.py qcluster` running"
-            + (f" with Q_CLUSTER_NAME={cluster}?" if cluster == inference else "?"),
+            + ("?" if cluster == tasks else f" with Q_CLUSTER_NAME={cluster}?"),
         )
         for check, cluster in wanted.items()
     }

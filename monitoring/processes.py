@@ -299,7 +299,7 @@ def cluster_status_list() -> list[ClusterStatus]:
 
 def queue_size_list() -> list[QueueSize]:
     """What waits in the broker for each of the service's clusters (a query or two each)."""
-    names = [settings.Q_CLUSTER.get("name", "default"), settings.Q_INFERENCE_CLUSTER]
+    names = [settings.Q_CLUSTER.get("name", "default"), *settings.Q_INFERENCE_CLUSTERS]
     sizes = []
     for name in names:
         broker = get_broker(list_key=name)

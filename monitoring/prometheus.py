@@ -74,17 +74,19 @@ fallback_hops_total = Counter(
     ["signature", "version", "requested_provider"],
     namespace=NAMESPACE,
 )
+# `provider` on an attempt is the provider called; for a pool's call, the member that served
+# it, and `pool` the pool ("" outside a pool), so a pool's traffic splits by member.
 provider_attempts_total = Counter(
     "provider_attempts",
     "Provider calls made for executions (and calls a breaker refused): outcome is succeeded, "
     "failed or rejected.",
-    ["signature", "version", "provider", "outcome", "error_code"],
+    ["signature", "version", "provider", "pool", "outcome", "error_code"],
     namespace=NAMESPACE,
 )
 provider_attempt_duration_seconds = Histogram(
     "provider_attempt_duration_seconds",
     "Duration of one provider call made for an execution.",
-    ["provider", "outcome"],
+    ["provider", "pool", "outcome"],
     namespace=NAMESPACE,
     buckets=DURATION_BUCKETS,
 )
@@ -109,4 +111,25 @@ model_resident_bytes = Gauge(
     ["model"],
     namespace=NAMESPACE,
     multiprocess_mode="livesum",
+)
+# The OpenAI-compatible chat route (issue 13): `provider` is the provider that answered, or the
+# requested one when none did; outcome is succeeded, failed or refused (every breaker open).
+chat_completions_total = Counter(
+    "chat_completions",
+    "Chat completions of the OpenAI-compatible route that answered or failed.",
+    ["provider", "outcome", "error_code"],
+    namespace=NAMESPACE,
+)
+chat_completion_duration_seconds = Histogram(
+    "chat_completion_duration_seconds",
+    "Time a chat completion of the OpenAI-compatible route took, fallbacks included.",
+    ["provider", "outcome"],
+    namespace=NAMESPACE,
+    buckets=DURATION_BUCKETS,
+)
+chat_tokens_total = Counter(
+    "chat_tokens",
+    "Tokens of chat completions: direction is input (the prompt) or output.",
+    ["provider", "direction"],
+    namespace=NAMESPACE,
 )

@@ -4,7 +4,8 @@ Providers' own `ProviderAdmin` shows the configuration, the breaker's state and 
 the call figures come from the executions' attempts, which providers cannot read, so monitoring
 re-registers the provider admin with them: a health column on the list (the whole page's
 figures in one `provider_health_list`, a fixed number of queries) and a recent-calls panel on
-each provider's page.
+each provider's page. A pool's calls are its members' calls: its column and panel show each
+member's breaker, traffic, latency and calls in progress.
 """
 
 from datetime import datetime
@@ -12,7 +13,7 @@ from datetime import datetime
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from monitoring.provider_health import (
     ProviderHealth,
@@ -21,7 +22,8 @@ from monitoring.provider_health import (
     provider_health_window,
 )
 from providers.admin import ProviderAdmin
-from providers.models import Provider
+from providers.models import CircuitBreaker, Provider
+from providers.pools import pool_outstanding
 
 SECONDS = "%Y-%m-%d %H:%M:%S %Z"
 
@@ -30,11 +32,19 @@ class ProviderHealthChangeList(ChangeList):
     def get_results(self, request) -> None:
         super().get_results(request)
         # On the rows themselves, not on the admin (one instance serves every request).
+        # The pools' members too, on the page or not (their links are prefetched).
+        providers = {provider.pk: provider for provider in self.result_list}
+        for provider in self.result_list:
+            for link in provider.pool_members.all():
+                providers.setdefault(link.member_id, link.member)
         healths = provider_health_list(
-            providers=self.result_list, window=provider_health_window(), now=timezone.now()
+            providers=providers.values(), window=provider_health_window(), now=timezone.now()
         )
         for provider in self.result_list:
             provider.health = healths[provider.pk]
+            provider.member_healths = [
+                healths[link.member_id] for link in provider.pool_members.all()
+            ]
 
 
 class ProviderHealthAdmin(ProviderAdmin):
@@ -61,6 +71,8 @@ class ProviderHealthAdmin(ProviderAdmin):
     @admin.display(description="health")
     def health(self, provider: Provider) -> str:
         health: ProviderHealth = provider.health
+        if provider.kind == Provider.Kind.POOL:
+            return _members_summary(provider.member_healths)
         calls = health.calls
         rates = (
             f"{calls.error_rate:.0f}% errors, p95 {calls.latency_p95_s:.2f} s"
@@ -78,6 +90,8 @@ class ProviderHealthAdmin(ProviderAdmin):
     def recent_calls(self, provider: Provider) -> str:
         if provider.pk is None:
             return "-"
+        if provider.kind == Provider.Kind.POOL:
+            return _members_panel(provider)
         health = provider_health(
             provider=provider, window=provider_health_window(), now=timezone.now()
         )
@@ -110,6 +124,69 @@ class ProviderHealthAdmin(ProviderAdmin):
             last_error,
             _at(health.as_of),
         )
+
+
+def _admits_calls(health: ProviderHealth) -> bool:
+    return health.enabled and health.breaker.effective_state != CircuitBreaker.State.OPEN
+
+
+def _members_summary(healths: list[ProviderHealth]) -> str:
+    if not healths:
+        return "no members"
+    admitting = sum(1 for health in healths if _admits_calls(health))
+    return format_html(
+        '{} <span class="provider-health-figures">{} of {} members take calls</span>',
+        format_html_join(" ", "{}", ((_state(health),) for health in healths)),
+        admitting,
+        len(healths),
+    )
+
+
+def _members_panel(pool: Provider) -> str:
+    """Each member's breaker, traffic and latency in the window, and its calls in progress."""
+    now = timezone.now()
+    links = list(pool.pool_members.select_related("member").order_by("position"))
+    if not links:
+        return "no members"
+    members = [link.member for link in links]
+    healths = provider_health_list(providers=members, window=provider_health_window(), now=now)
+    outstanding = pool_outstanding(members=members, now=now)
+    rows = []
+    for link in links:
+        health = healths[link.member_id]
+        calls = health.calls
+        latency = (
+            f"p50 {calls.latency_p50_s:.3f} s, p95 {calls.latency_p95_s:.3f} s"
+            if calls.calls
+            else "-"
+        )
+        errors = f"{calls.error_rate:.0f}%" if calls.calls else "-"
+        rows.append(
+            (
+                link.member.name,
+                link.weight,
+                _state(health),
+                calls.calls,
+                errors,
+                latency,
+                outstanding[link.member_id],
+            )
+        )
+    table = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        rows,
+    )
+    return format_html(
+        '<div class="provider-health">policy: {}; calls since {} (all of each member\'s calls, '
+        "through the pool or not)<table><thead><tr><th>member</th><th>weight</th><th>breaker</th>"
+        "<th>calls</th><th>errors</th><th>latency</th><th>in progress</th></tr></thead>"
+        "<tbody>{}</tbody></table>as of {}</div>",
+        pool.get_policy_display(),
+        _at(now - provider_health_window()),
+        table,
+        _at(now),
+    )
 
 
 def _state(health: ProviderHealth) -> str:

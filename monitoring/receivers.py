@@ -14,8 +14,10 @@ from executions.signals import (
 from monitoring import prometheus
 from providers.events import (
     BreakerStateChange,
+    ChatOutcome,
     LoadedModel,
     breaker_transitioned,
+    chat_completed,
     model_loaded,
     model_unloaded,
 )
@@ -56,11 +58,12 @@ def count_attempt(sender, *, outcome: AttemptOutcome, **kwargs) -> None:
         signature=outcome.signature,
         version=_version(outcome.version),
         provider=outcome.provider,
+        pool=outcome.pool or "",
         outcome=outcome.outcome,
         error_code=outcome.error_code,
     ).inc()
     prometheus.provider_attempt_duration_seconds.labels(
-        provider=outcome.provider, outcome=outcome.outcome
+        provider=outcome.provider, pool=outcome.pool or "", outcome=outcome.outcome
     ).observe(outcome.duration_s)
 
 
@@ -80,3 +83,17 @@ def count_model_load(sender, *, model: LoadedModel, load_duration_s: float, **kw
 @receiver(model_unloaded, dispatch_uid="monitoring.count_model_unload")
 def count_model_unload(sender, *, model: LoadedModel, **kwargs) -> None:
     prometheus.model_resident_bytes.labels(model=model.model).dec(model.resident_bytes)
+
+
+@receiver(chat_completed, dispatch_uid="monitoring.count_chat_completion")
+def count_chat_completion(sender, *, outcome: ChatOutcome, **kwargs) -> None:
+    prometheus.chat_completions_total.labels(
+        provider=outcome.provider, outcome=outcome.outcome, error_code=outcome.error_code
+    ).inc()
+    prometheus.chat_completion_duration_seconds.labels(
+        provider=outcome.provider, outcome=outcome.outcome
+    ).observe(outcome.duration_s)
+    tokens = prometheus.chat_tokens_total
+    for direction, count in (("input", outcome.input_tokens), ("output", outcome.output_tokens)):
+        if count:
+            tokens.labels(provider=outcome.provider, direction=direction).inc(count)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import (
     Count,
     DateTimeField,
@@ -34,7 +35,7 @@ from django.db.models.lookups import GreaterThanOrEqual, LessThan
 from django.utils import timezone
 
 from executions.models import Execution
-from providers.calls import provider_route
+from providers.calls import providers_routed_to
 from providers.models import BreakerEvent, Provider
 
 PERCENTILES = (50, 95, 99)
@@ -327,24 +328,30 @@ def execution_series(
 
 
 def execution_queues() -> list[QueueStats]:
-    """Executions queued now per cluster, with the oldest one's arrival (one query)."""
-    clusters: dict[str, tuple[int, datetime | None]] = {}
-    rows = (
-        Execution.objects.filter(status=Execution.Status.QUEUED)
-        .values("requested_provider__kind")
-        .annotate(queued=Count("pk"), oldest=Min("queued_at"))
-        .order_by()
-    )
-    for row in rows:
-        # The cluster a kind's calls run in, by the routing rule itself (one row per kind).
-        route = provider_route(provider=Provider(kind=row["requested_provider__kind"]))
-        cluster = route.cluster or "default"
-        queued, oldest = clusters.get(cluster, (0, None))
-        oldest = min(filter(None, (oldest, row["oldest"])), default=None)
-        clusters[cluster] = (queued + row["queued"], oldest)
+    """Executions queued now per cluster (the default one and every inference cluster), with
+    the oldest one's arrival: one query, routed by the rule that routes their tasks."""
+    clusters = queue_clusters()
+    aggregates = {}
+    for index, (_, cluster) in enumerate(clusters):
+        routed = Provider.objects.filter(providers_routed_to(cluster=cluster))
+        aggregates[f"queued_{index}"] = Count("pk", filter=Q(requested_provider__in=routed))
+        aggregates[f"oldest_{index}"] = Min("queued_at", filter=Q(requested_provider__in=routed))
+    row = Execution.objects.filter(status=Execution.Status.QUEUED).aggregate(**aggregates)
     return [
-        QueueStats(cluster=name, queued=queued, oldest_queued_at=oldest)
-        for name, (queued, oldest) in sorted(clusters.items())
+        QueueStats(
+            cluster=name, queued=row[f"queued_{index}"], oldest_queued_at=row[f"oldest_{index}"]
+        )
+        for index, (name, _) in enumerate(clusters)
+        if row[f"queued_{index}"]
+    ]
+
+
+def queue_clusters() -> list[tuple[str, str | None]]:
+    """(name, cluster for `providers_routed_to`) of every django-q2 cluster executions queue for:
+    the default one (cluster None), then each inference cluster."""
+    return [
+        (settings.Q_CLUSTER["name"], None),
+        *((name, name) for name in settings.Q_INFERENCE_CLUSTERS),
     ]
 
 

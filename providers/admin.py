@@ -22,7 +22,13 @@ from django.utils.html import format_html, format_html_join
 from core.admin import ReadOnlyAdminMixin
 from providers import breakers, selectors, services
 from providers.lms import provider_api_key_configured
-from providers.models import BreakerEvent, CircuitBreaker, Provider, ProviderFallback
+from providers.models import (
+    BreakerEvent,
+    CircuitBreaker,
+    Provider,
+    ProviderFallback,
+    ProviderPoolMember,
+)
 from providers.probe import provider_check_where_it_runs
 
 # Timestamps on the operator's pages: to the second, in the server's time zone.
@@ -75,6 +81,55 @@ class FallbackInline(admin.TabularInline):
     verbose_name_plural = "fallbacks (tried in order of position)"
 
 
+class PoolMemberForm(forms.ModelForm):
+    class Meta:
+        model = ProviderPoolMember
+        fields = ["member", "weight", "position"]
+
+    def validate_unique(self) -> None:
+        # As for fallbacks: the formset checks the members as a whole, the service rewrites them.
+        return
+
+
+class PoolMemberFormSet(forms.BaseInlineFormSet):
+    def ordered_members(self) -> list[tuple[Provider, int]]:
+        rows = [
+            form.cleaned_data
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and form.cleaned_data.get("member")
+        ]
+        rows.sort(key=lambda row: row.get("position") or 0)
+        return [(row["member"], row.get("weight") or 1) for row in rows]
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        # The provider as the form above would save it (its kind may change in the same post):
+        # its own members, and its place in the pools it belongs to.
+        errors = services.provider_pool_errors(
+            pool=self.instance, members=[member for member, _ in self.ordered_members()]
+        )
+        if self.instance.pk is not None:
+            errors += services.provider_membership_errors(provider=self.instance)
+        if errors:
+            raise ValidationError(errors)
+
+
+class PoolMemberInline(admin.TabularInline):
+    model = ProviderPoolMember
+    fk_name = "pool"
+    form = PoolMemberForm
+    formset = PoolMemberFormSet
+    extra = 1
+    ordering = ["position"]
+    autocomplete_fields = ["member"]
+    verbose_name = "pool member"
+    verbose_name_plural = "pool members (kind pool only: each call goes to one, by the policy)"
+
+
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     list_display = [
@@ -83,6 +138,7 @@ class ProviderAdmin(admin.ModelAdmin):
         "model",
         "adapter_value",
         "enabled",
+        "pool_members",
         "fallback_chain",
         "api_key_configured",
         "updated_at",
@@ -95,16 +151,29 @@ class ProviderAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "kind", "model", "enabled", "adapter"]}),
         ("Generation defaults", {"fields": ["max_tokens", "temperature", "top_p", "timeout_s"]}),
-        ("Local (mlx)", {"fields": ["hardware_optimization"]}),
+        ("Local (mlx)", {"fields": ["hardware_optimization", "serving_cluster"]}),
         ("Remote (openai)", {"fields": ["base_url", "api_key_env", "api_key_configured"]}),
         ("Custom engine", {"fields": ["engine_path"]}),
         ("Circuit breaker", {"fields": ["breaker"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
 
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is None or obj.kind != Provider.Kind.POOL:
+            return fieldsets
+        # A pool's policy and members once it is saved as a pool: the page of any other
+        # provider, and the add page, have none to show.
+        return [*fieldsets[:1], ("Pool", {"fields": ["policy"]}), *fieldsets[1:]]
+
+    def get_inlines(self, request, obj=None):
+        if obj is not None and obj.kind == Provider.Kind.POOL:
+            return [PoolMemberInline, *self.inlines]
+        return self.inlines
+
     def get_queryset(self, request) -> QuerySet:
         # The fallback links prefetched, for the list's fallback column.
-        return selectors.provider_list()
+        return selectors.provider_list(members=True)
 
     @admin.display(description="adapter", ordering="adapter")
     def adapter_value(self, provider: Provider) -> str:
@@ -114,6 +183,15 @@ class ProviderAdmin(admin.ModelAdmin):
     @admin.display(description="fallbacks")
     def fallback_chain(self, provider: Provider) -> str:
         return " → ".join(link.fallback.name for link in provider.fallback_links.all()) or "-"
+
+    @admin.display(description="members")
+    def pool_members(self, provider: Provider) -> str:
+        return (
+            ", ".join(
+                f"{link.member.name} (weight {link.weight})" for link in provider.pool_members.all()
+            )
+            or "-"
+        )
 
     @admin.display(boolean=True, description="API key set")
     def api_key_configured(self, provider: Provider) -> bool | None:
@@ -160,6 +238,10 @@ class ProviderAdmin(admin.ModelAdmin):
             services.provider_set_fallbacks(
                 provider=form.instance, fallbacks=formset.ordered_fallbacks()
             )
+            return
+        if isinstance(formset, PoolMemberFormSet):
+            formset.save(commit=False)
+            services.provider_set_members(pool=form.instance, members=formset.ordered_members())
             return
         super().save_formset(request, form, formset, change)
 

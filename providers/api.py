@@ -37,6 +37,28 @@ class FallbackNamesField(serializers.ListField):
         return [link.fallback.name for link in provider.fallback_links.all()]
 
 
+class PoolMemberSerializer(serializers.Serializer):
+    provider = serializers.CharField(help_text="The member's name (a provider that is no pool).")
+    weight = serializers.IntegerField(
+        min_value=1,
+        max_value=1000,
+        default=1,
+        help_text="Its share under weighted round robin; least outstanding divides by it.",
+    )
+
+
+class PoolMembersField(serializers.ListField):
+    """A pool's members in order, as {provider, weight} (read from the prefetched links)."""
+
+    child = PoolMemberSerializer()
+
+    def get_attribute(self, provider: Provider) -> list[dict[str, Any]]:
+        return [
+            {"provider": link.member.name, "weight": link.weight}
+            for link in provider.pool_members.all()
+        ]
+
+
 class ProviderSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Provider
@@ -50,6 +72,13 @@ class ProviderSerializer(serializers.ModelSerializer):
         required=False,
         help_text="Names of the providers to try, in order, when this one fails.",
     )
+    members = PoolMembersField(
+        required=False,
+        help_text=(
+            "pool: its members in order, each a provider with a weight; each call goes to one "
+            "member picked by `policy` among those whose breaker admits calls."
+        ),
+    )
     api_key_configured = serializers.SerializerMethodField(
         help_text="Whether the environment variable named by api_key_env is set on the server."
     )
@@ -60,6 +89,7 @@ class ProviderSerializer(serializers.ModelSerializer):
             *PROVIDER_FIELDS,
             "api_key_configured",
             "fallbacks",
+            "members",
             "created_at",
             "updated_at",
         ]
@@ -75,6 +105,17 @@ class ProviderSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(f"Unknown providers: {', '.join(missing)}.")
         return [found[name] for name in names]
 
+    def validate_members(self, members: list[dict[str, Any]]) -> list[tuple[Provider, int]]:
+        # A partial update does not enforce the members' own required fields.
+        if any("provider" not in member for member in members):
+            raise serializers.ValidationError("Each member needs its provider.")
+        names = [member["provider"] for member in members]
+        found = {provider.name: provider for provider in Provider.objects.filter(name__in=names)}
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise serializers.ValidationError(f"Unknown providers: {', '.join(missing)}.")
+        return [(found[member["provider"]], member.get("weight", 1)) for member in members]
+
     # The provider's rules are checked once, by the services (`full_clean`, and the fallback
     # graph under its lock); their errors reach the client through the API's error handler.
     def create(self, validated_data: dict[str, Any]) -> Provider:
@@ -82,7 +123,10 @@ class ProviderSerializer(serializers.ModelSerializer):
 
     def update(self, provider: Provider, validated_data: dict[str, Any]) -> Provider:
         fallbacks = validated_data.pop("fallbacks", None)
-        return services.provider_update(provider=provider, data=validated_data, fallbacks=fallbacks)
+        members = validated_data.pop("members", None)
+        return services.provider_update(
+            provider=provider, data=validated_data, fallbacks=fallbacks, members=members
+        )
 
 
 _NAME_PARAMETER = OpenApiParameter(
@@ -100,7 +144,8 @@ _WRITE_FORBIDDEN = error_response(
 _INVALID_PROVIDER = error_response(
     "The configuration is invalid for its kind (a missing model directory, base URL or "
     "engine, an unset API key variable), the name is taken or reserved, or the fallbacks are "
-    "unknown or form a cycle; each problem keyed by its field."
+    "unknown or form a cycle, or a pool's members are unknown, pools themselves or run in "
+    "different clusters; each problem keyed by its field."
 )
 _REMOTE = {
     "name": "remote-vllm",
@@ -115,11 +160,24 @@ _REMOTE = {
     "enabled": True,
     "fallbacks": ["local-default"],
 }
+_POOL = {
+    "name": "vllm-pool",
+    "kind": "pool",
+    "policy": "least_outstanding",
+    "members": [
+        {"provider": "vllm-a", "weight": 1},
+        {"provider": "vllm-b", "weight": 1},
+        {"provider": "vllm-c", "weight": 2},
+    ],
+    "fallbacks": ["local-default"],
+}
 _PROVIDER = _REMOTE | {
     "hardware_optimization": True,
     "api_key_env": "",
     "engine_path": "",
     "api_key_configured": False,
+    "policy": "least_outstanding",
+    "members": [],
     "created_at": "2026-01-05T10:00:00.000000Z",
     "updated_at": "2026-01-05T10:00:00.000000Z",
 }
@@ -135,8 +193,11 @@ _PROVIDER = _REMOTE | {
         description=(
             "A provider of one kind: `mlx` (a local model directory), `openai` (an "
             "OpenAI-compatible endpoint; its key is read from the environment variable "
-            "`api_key_env` names) or `custom` (an engine class). `fallbacks` are tried in "
-            "order when it fails."
+            "`api_key_env` names), `custom` (an engine class) or `pool` (no model of its own: "
+            "`members`, each an existing provider with a weight, share its calls by `policy`: "
+            "`least_outstanding`, `weighted_round_robin` or `power_of_two_choices`). "
+            "`fallbacks` are tried in order when it fails (for a pool: once no member can "
+            "take the call)."
         ),
         responses={201: ProviderSerializer, 400: _INVALID_PROVIDER, 403: _WRITE_FORBIDDEN},
         examples=[
@@ -151,6 +212,7 @@ _PROVIDER = _REMOTE | {
                     "timeout_s": 60.0,
                 },
             ),
+            OpenApiExample("A pool of three replicas of one model", request_only=True, value=_POOL),
             OpenApiExample("Created", response_only=True, status_codes=["201"], value=_PROVIDER),
         ],
     ),
@@ -158,7 +220,7 @@ _PROVIDER = _REMOTE | {
 class ProviderListCreateApi(generics.ListCreateAPIView):
     serializer_class = ProviderSerializer
     permission_classes = [IsAuthenticated, ModelPermissionsWithView]
-    queryset = selectors.provider_list()
+    queryset = selectors.provider_list(members=True)
     filterset_fields = ["kind", "enabled"]
 
 
@@ -208,7 +270,7 @@ class ProviderListCreateApi(generics.ListCreateAPIView):
 class ProviderDetailApi(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = ProviderSerializer
     permission_classes = [IsAuthenticated, ModelPermissionsWithView]
-    queryset = selectors.provider_list()
+    queryset = selectors.provider_list(members=True)
     lookup_field = "name"
 
     @extend_schema(

@@ -6,17 +6,18 @@ outcome says nothing about the provider) and returns what happened, failures inc
 `provider_route` says where a provider's calls should run (which cluster, how many together).
 """
 
+import dataclasses
 import re
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import dspy
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 from dspy.utils.callback import BaseCallback
 from dspy.utils.exceptions import AdapterParseError, LMUnexpectedError
@@ -34,7 +35,8 @@ from providers.breakers import (
 from providers.engines import collect_generation_stats
 from providers.exceptions import LMMalformedResponseError
 from providers.lms import provider_adapter, provider_api_key, provider_build_lm
-from providers.models import CircuitBreaker, Provider
+from providers.models import CircuitBreaker, Provider, ProviderPoolMember
+from providers.pools import pool_release, pool_select_member
 
 Clock = Callable[[], datetime]
 
@@ -160,6 +162,10 @@ class ProviderCall:
     (what the model wrote) and `traceback`; every call carries the tokens the LM reported (a
     failed call's too) and `breaker_state`, the provider's breaker state when the call was
     admitted or refused.
+
+    A call of a pool is a call of one of its members: `provider` is the member that served it
+    and `pool` the pool; a pool none of whose members could take the call is `refused` with
+    `provider` the pool itself.
     """
 
     provider: Provider
@@ -178,6 +184,7 @@ class ProviderCall:
     input_tokens: int = 0
     output_tokens: int = 0
     breaker_state: str = ""
+    pool: Provider | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -356,12 +363,45 @@ def provider_call(
     config: dict[str, Any] | None = None,
     now: Clock = timezone.now,
     keep_trace: bool = False,
+    exclude_members: Collection[int] = (),
 ) -> ProviderCall:
     """Call the provider once, guarded by its circuit breaker; never raises for the call's
     own failure (the returned `ProviderCall` carries it). A failed call always carries its
     prompt and raw output; a successful one only with `keep_trace` (they cost a copy of every
-    prompt)."""
+    prompt).
+
+    A pool calls one member, picked by `pool_select_member` (leaving out `exclude_members`,
+    provider ids: those that already failed this request); a caller that moves on after a
+    counted failure calls the pool again with that member excluded, until the pool refuses."""
     started_at = now()
+    if provider.kind == Provider.Kind.POOL:
+        lease = pool_select_member(pool=provider, now=now, exclude=exclude_members)
+        if lease is None:
+            return ProviderCall(
+                provider=provider,
+                pool=provider,
+                started_at=started_at,
+                refused=True,
+                error_code="circuit_open",
+                public_message=(
+                    f"No member of the pool {provider.name} can take the call: their circuit "
+                    "breakers are open, or they failed already."
+                ),
+                breaker_state=CircuitBreaker.State.OPEN,
+            )
+        try:
+            call = _admitted_call(
+                provider=lease.member,
+                program=program,
+                inputs=inputs,
+                config=config,
+                now=now,
+                keep_trace=keep_trace,
+                started_at=started_at,
+            )
+        finally:
+            pool_release(lease=lease)
+        return dataclasses.replace(call, pool=provider)
     if not breaker_acquire_permission(provider=provider, now=now):
         return ProviderCall(
             provider=provider,
@@ -371,6 +411,28 @@ def provider_call(
             public_message=f"The circuit breaker of {provider.name} is open.",
             breaker_state=CircuitBreaker.State.OPEN,
         )
+    return _admitted_call(
+        provider=provider,
+        program=program,
+        inputs=inputs,
+        config=config,
+        now=now,
+        keep_trace=keep_trace,
+        started_at=started_at,
+    )
+
+
+def _admitted_call(
+    *,
+    provider: Provider,
+    program: dspy.Module,
+    inputs: dict[str, Any],
+    config: dict[str, Any] | None,
+    now: Clock,
+    keep_trace: bool,
+    started_at: datetime,
+) -> ProviderCall:
+    """The call of a provider whose breaker admitted it, reported to the breaker."""
     # Read after the permission: the state that admitted the call (closed, or half-open for a
     # trial call).
     breaker_state = _breaker_state(provider)
@@ -427,18 +489,44 @@ class ProviderRoute:
 
 
 def provider_route(*, provider: Provider) -> ProviderRoute:
-    """Local models run in the inference cluster, whose workers hold the model in memory and
-    batch concurrent calls; every other kind runs in the default cluster, one call a task."""
+    """Local models run in the inference cluster that serves them (the provider's
+    `serving_cluster`, else the first configured), whose workers hold the model in memory and
+    batch concurrent calls; every other kind runs in the default cluster, one call a task. A
+    pool runs where its members do (they all run in one place: `provider_pool_errors`)."""
+    if provider.kind == Provider.Kind.POOL:
+        link = (
+            ProviderPoolMember.objects.filter(pool_id=provider.pk).select_related("member").first()
+            if provider.pk is not None
+            else None
+        )
+        return provider_route(provider=link.member) if link else ProviderRoute(None, 1)
     if provider.kind == Provider.Kind.MLX:
         return ProviderRoute(
-            cluster=settings.Q_INFERENCE_CLUSTER,
+            cluster=provider.serving_cluster or settings.Q_INFERENCE_CLUSTER,
             batch_size=max(settings.PROVIDERS_LOCAL_CONCURRENCY, 1),
         )
     return ProviderRoute(cluster=None, batch_size=1)
 
 
-def providers_routed_with(*, provider: Provider) -> Q:
-    """The providers whose calls share `provider`'s cluster (its queue), as a filter on
+def providers_routed_to(*, cluster: str | None) -> Q:
+    """The providers whose calls run in `cluster` (None: the default one), as a filter on
     Provider; the same rule as `provider_route`."""
     local = Q(kind=Provider.Kind.MLX)
-    return local if provider.kind == Provider.Kind.MLX else ~local
+    if cluster is None:
+        return ~local & ~_pools_of(local)
+    served = Q(serving_cluster=cluster)
+    if cluster == settings.Q_INFERENCE_CLUSTER:
+        served |= Q(serving_cluster="")
+    return (local & served) | _pools_of(local & served)
+
+
+def _pools_of(members: Q) -> Q:
+    """The pools with members matching `members`: a pool runs where its members do."""
+    links = ProviderPoolMember.objects.filter(member__in=Provider.objects.filter(members))
+    return Q(kind=Provider.Kind.POOL, pk__in=Subquery(links.values("pool_id")))
+
+
+def providers_routed_with(*, provider: Provider) -> Q:
+    """The providers whose calls share `provider`'s cluster (its queue), as a filter on
+    Provider."""
+    return providers_routed_to(cluster=provider_route(provider=provider).cluster)

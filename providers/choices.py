@@ -11,6 +11,15 @@ class ProviderKind(models.TextChoices):
     MLX = "mlx", "Local MLX model"
     OPENAI = "openai", "OpenAI-compatible endpoint"
     CUSTOM = "custom", "Custom engine class"
+    POOL = "pool", "Pool of providers (load-balanced)"
+
+
+class PoolPolicy(models.TextChoices):
+    """How a pool picks the member for a call, among those whose breaker admits one."""
+
+    LEAST_OUTSTANDING = "least_outstanding", "Least outstanding requests"
+    WEIGHTED_ROUND_ROBIN = "weighted_round_robin", "Weighted round robin"
+    POWER_OF_TWO_CHOICES = "power_of_two_choices", "Random with two choices"
 
 
 class ProviderAdapter(models.TextChoices):

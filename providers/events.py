@@ -36,6 +36,21 @@ class LoadedModel:
     resident_bytes: int
 
 
+@dataclass(frozen=True)
+class ChatOutcome:
+    """A chat completion of the OpenAI-compatible route (`providers.chat.provider_chat`) ended."""
+
+    # The provider that answered, else the one the request named.
+    provider: str
+    requested_provider: str
+    # succeeded, failed or refused (every breaker of the chain was open).
+    outcome: str
+    error_code: str
+    duration_s: float
+    input_tokens: int
+    output_tokens: int
+
+
 # Sent after the transaction that wrote the transition commits, with
 # `change=BreakerStateChange`.
 breaker_transitioned = Signal()
@@ -44,6 +59,9 @@ breaker_transitioned = Signal()
 model_loaded = Signal()
 # Sent in that process once the model is dropped, with `model=LoadedModel`.
 model_unloaded = Signal()
+# Sent in the web process once a chat completion has its answer or its error, with
+# `outcome=ChatOutcome`.
+chat_completed = Signal()
 
 
 def _send(signal: Signal, name: str, **kwargs) -> None:
@@ -64,3 +82,7 @@ def send_model_loaded(model: LoadedModel, *, load_duration_s: float) -> None:
 
 def send_model_unloaded(model: LoadedModel) -> None:
     _send(model_unloaded, "model_unloaded", model=model)
+
+
+def send_chat_completed(outcome: ChatOutcome) -> None:
+    _send(chat_completed, "chat_completed", outcome=outcome)

@@ -60,3 +60,57 @@ class LMMalformedResponseError(dspy.LMServerError):
     """
 
     default_code = "malformed_response"
+
+
+# The OpenAI-compatible chat route (providers/chat.py).
+
+
+class ChatError(ServiceUnavailable):
+    """No provider of the chain answered; the statuses below say why."""
+
+    code = "chat_failed"
+    retry_after_s = 5
+
+
+class ChatCircuitOpen(ChatError):
+    code = "circuit_open"
+    status_code = 503
+
+
+class ChatProvidersExhausted(ChatError):
+    code = "providers_exhausted"
+    # The toolkit is a gateway here: its upstreams failed.
+    status_code = 502
+
+
+class ChatProvidersTimedOut(ChatError):
+    code = "providers_timed_out"
+    status_code = 504
+
+
+class ChatInvalidConfig(InvalidRequest):
+    code = "invalid_config"
+
+    def __init__(self, errors: dict[str, list[dict[str, str]]]) -> None:
+        fields = ", ".join(sorted(errors))
+        super().__init__(f"The generation settings are invalid ({fields}).", errors=errors)
+
+
+class ChatStreamingNotSupported(InvalidRequest):
+    code = "streaming_not_supported"
+    default_message = "Streaming is not supported: send `stream: false` (or leave it out)."
+
+
+class ChatUnsupportedParameter(InvalidRequest):
+    """A setting that would change the answer's shape (tools, JSON mode, several choices), which
+    no provider of the toolkit is asked to honour."""
+
+    code = "unsupported_parameter"
+    default_message = "The request asks for something this route does not support; see `errors`."
+
+
+class ChatRequestRejected(InvalidRequest):
+    """A provider refused the request itself (a prompt longer than its context window, a
+    setting it rejects): another provider would refuse it too."""
+
+    code = "provider_rejected_request"

@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core import generation
-from providers.choices import BreakerState, ProviderAdapter, ProviderKind
+from providers.choices import BreakerState, PoolPolicy, ProviderAdapter, ProviderKind
 from providers.validation import (
     ENV_VAR_NAME_VALIDATOR,
     PROVIDER_NAME_VALIDATOR,
@@ -31,26 +31,32 @@ PROVIDER_FIELDS = (
     "temperature",
     "top_p",
     "hardware_optimization",
+    "serving_cluster",
     "timeout_s",
     "base_url",
     "api_key_env",
     "engine_path",
     "adapter",
     "enabled",
+    "policy",
 )
 
 
 class Provider(models.Model):
     Kind = ProviderKind
     Adapter = ProviderAdapter
+    Policy = PoolPolicy
 
     name = models.CharField(max_length=100, unique=True, validators=[PROVIDER_NAME_VALIDATOR])
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    # Blank only for a pool, whose members have the models (`provider_config_errors`).
     model = models.CharField(
         max_length=500,
+        blank=True,
         help_text=(
             "mlx: a local model directory (absolute, or relative to VAR_DIR/models); "
-            "openai: the model identifier the endpoint expects; custom: passed to the engine."
+            "openai: the model identifier the endpoint expects; custom: passed to the engine; "
+            "pool: blank (its members have the models)."
         ),
     )
     max_tokens = models.PositiveIntegerField(
@@ -78,6 +84,15 @@ class Provider(models.Model):
         default=True,
         help_text="mlx: apply the CPU optimisations (fast BLAS, de-quantised weights) when useful.",
     )
+    serving_cluster = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text=(
+            "mlx: the inference cluster (one of Q_INFERENCE_CLUSTERS) whose workers load the "
+            "model and run its executions, e.g. the one on a machine with an accelerator; "
+            "blank: the first of them."
+        ),
+    )
     timeout_s = models.FloatField(
         "timeout (s)", default=60.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600.0)]
     )
@@ -102,6 +117,12 @@ class Provider(models.Model):
     )
     adapter = models.CharField(max_length=16, choices=Adapter.choices, default=Adapter.AUTO)
     enabled = models.BooleanField(default=True)
+    policy = models.CharField(
+        max_length=32,
+        choices=Policy.choices,
+        default=Policy.LEAST_OUTSTANDING,
+        help_text="pool: how the member for each call is picked.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     fallbacks = models.ManyToManyField(
@@ -124,6 +145,9 @@ class Provider(models.Model):
                 name="provider_adapter_known",
             ),
             models.CheckConstraint(
+                condition=Q(policy__in=PoolPolicy.values), name="provider_policy_known"
+            ),
+            models.CheckConstraint(
                 condition=Q(max_tokens__gte=1), name="provider_max_tokens_positive"
             ),
             models.CheckConstraint(
@@ -134,6 +158,12 @@ class Provider(models.Model):
                 condition=Q(top_p__gte=0.0, top_p__lte=1.0), name="provider_top_p_range"
             ),
             models.CheckConstraint(condition=Q(timeout_s__gt=0), name="provider_timeout_positive"),
+            # Only local models run in an inference cluster; any other kind would be routed
+            # there by nothing, so a cluster named on one is a mistake.
+            models.CheckConstraint(
+                condition=Q(kind=ProviderKind.MLX) | Q(serving_cluster=""),
+                name="provider_serving_cluster_only_local",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -146,6 +176,19 @@ class Provider(models.Model):
 
     def clean(self) -> None:
         errors = provider_config_errors(provider=self)
+        if self.serving_cluster and self.kind == ProviderKind.MLX:
+            # Checked against this process's settings, which every machine shares: a cluster
+            # no worker is configured for would leave the executions queued for good.
+            clusters = settings.Q_INFERENCE_CLUSTERS
+            if self.serving_cluster not in clusters:
+                errors.setdefault("serving_cluster", []).append(
+                    f"{self.serving_cluster!r} is not an inference cluster of this deployment "
+                    f"(Q_INFERENCE_CLUSTERS: {', '.join(clusters)})."
+                )
+        elif self.serving_cluster:
+            errors.setdefault("serving_cluster", []).append(
+                "Only local (mlx) providers run in an inference cluster; leave this blank."
+            )
         if errors:
             raise ValidationError(errors)
 
@@ -173,6 +216,66 @@ class ProviderFallback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id} -> {self.fallback_id} (#{self.position})"
+
+
+class ProviderPoolMember(models.Model):
+    """One member of a pool (a provider of kind `pool`): a provider that serves the pool's
+    calls, with its weight (weighted round robin; least outstanding divides by it).
+
+    A member is never a pool itself, which the services check (`provider_pool_errors`): a
+    constraint cannot read another row's kind."""
+
+    pool = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="pool_members")
+    member = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="pool_links")
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["pool", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "member"], name="provider_pool_unique_member"),
+            models.UniqueConstraint(
+                fields=["pool", "position"], name="provider_pool_unique_position"
+            ),
+            models.CheckConstraint(condition=~Q(pool=F("member")), name="provider_pool_not_self"),
+            models.CheckConstraint(
+                condition=Q(weight__gte=1), name="provider_pool_weight_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} > {self.member_id} (weight {self.weight})"
+
+
+class ProviderLease(models.Model):
+    """A call in progress on a pool's member: the outstanding requests every process counts.
+
+    Taken when a pool admits a call and deleted when the call ends, whatever its end. A process
+    killed mid-call cannot delete its lease, so a lease counts only until `expires_at`
+    (`PROVIDERS_POOL_LEASE_S` after it was taken, no shorter than a task may run)."""
+
+    member = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="leases")
+    pool = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="+")
+    taken_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["member", "expires_at"], name="provider_lease_live")]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} until {self.expires_at:%H:%M:%S}"
+
+
+class PoolCursor(models.Model):
+    """The weighted round robin's position in one pool, shared by every process."""
+
+    pool = models.OneToOneField(
+        Provider, on_delete=models.CASCADE, primary_key=True, related_name="pool_cursor"
+    )
+    sequence = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} at {self.sequence}"
 
 
 class CircuitBreaker(models.Model):

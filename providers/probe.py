@@ -48,6 +48,16 @@ class ProviderCheck:
 
 
 def provider_check(*, provider: Provider, question: str = DEFAULT_QUESTION) -> ProviderCheck:
+    if provider.kind == Provider.Kind.POOL:
+        # A pool has no engine of its own: each member is a provider, checked by itself.
+        members = ", ".join(
+            provider.pool_members.order_by("position").values_list("member__name", flat=True)
+        )
+        return ProviderCheck(
+            answer=None,
+            result=None,
+            error=f"{provider.name} is a pool: check its members ({members or 'none yet'}).",
+        )
     try:
         result = provider_execute(
             provider=provider,

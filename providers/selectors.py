@@ -7,15 +7,25 @@ from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
 from providers.breakers import BreakerStatus, BreakerTransition, breaker_status
 from providers.exceptions import NoProviderConfigured, ProviderNotFound
-from providers.models import BreakerEvent, CircuitBreaker, Provider, ProviderFallback
+from providers.models import (
+    BreakerEvent,
+    CircuitBreaker,
+    Provider,
+    ProviderFallback,
+    ProviderPoolMember,
+)
 
 DEFAULT_PROVIDER_NAME = "local-default"
 
 
-def provider_list(*, enabled: bool | None = None) -> QuerySet[Provider]:
-    """Providers by name, their ordered fallback links prefetched (`fallback_links.all()`)."""
+def provider_list(*, enabled: bool | None = None, members: bool = False) -> QuerySet[Provider]:
+    """Providers by name, their ordered fallback links prefetched (`fallback_links.all()`), and
+    with `members` their pool members too (`pool_members.all()`, each with its `member`)."""
     links = ProviderFallback.objects.select_related("fallback").order_by("position")
     providers = Provider.objects.prefetch_related(Prefetch("fallback_links", queryset=links))
+    if members:
+        pool_members = ProviderPoolMember.objects.select_related("member").order_by("position")
+        providers = providers.prefetch_related(Prefetch("pool_members", queryset=pool_members))
     if enabled is not None:
         providers = providers.filter(enabled=enabled)
     return providers.order_by("name")
@@ -47,6 +57,15 @@ def provider_fallbacks(*, provider: Provider) -> list[Provider]:
         .order_by("position")
     )
     return [link.fallback for link in links]
+
+
+def provider_pool_members(*, pool: Provider) -> list[ProviderPoolMember]:
+    """The pool's member links in order (`link.member`, `link.weight`), enabled or not."""
+    return list(
+        ProviderPoolMember.objects.filter(pool_id=pool.pk)
+        .select_related("member")
+        .order_by("position")
+    )
 
 
 def provider_fallback_chain(*, provider: Provider) -> list[Provider]:

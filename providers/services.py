@@ -12,9 +12,14 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import ProtectedError
 
+from providers.calls import provider_route
 from providers.exceptions import ProviderInUse
-from providers.models import PROVIDER_FIELDS, Provider, ProviderFallback
+from providers.models import PROVIDER_FIELDS, Provider, ProviderFallback, ProviderPoolMember
 from providers.selectors import DEFAULT_PROVIDER_NAME
+from providers.validation import provider_pool_member_errors
+
+# A pool's member and its weight, as the API and the admin give them.
+PoolMemberSpec = tuple[Provider, int]
 
 
 def provider_fallback_errors(*, provider: Provider, fallbacks: list[Provider]) -> list[str]:
@@ -62,7 +67,12 @@ def _path_to(*, start: Provider, target: Provider) -> list[Provider]:
 
 
 @transaction.atomic
-def provider_create(*, fallbacks: list[Provider] | None = None, **fields: Any) -> Provider:
+def provider_create(
+    *,
+    fallbacks: list[Provider] | None = None,
+    members: list[PoolMemberSpec] | None = None,
+    **fields: Any,
+) -> Provider:
     unknown = set(fields) - set(PROVIDER_FIELDS)
     if unknown:
         raise TypeError(f"Unknown provider fields: {sorted(unknown)}")
@@ -71,12 +81,18 @@ def provider_create(*, fallbacks: list[Provider] | None = None, **fields: Any) -
     provider.save()
     if fallbacks:
         provider_set_fallbacks(provider=provider, fallbacks=fallbacks)
+    if members:
+        provider_set_members(pool=provider, members=members)
     return provider
 
 
 @transaction.atomic
 def provider_update(
-    *, provider: Provider, data: dict[str, Any], fallbacks: list[Provider] | None = None
+    *,
+    provider: Provider,
+    data: dict[str, Any],
+    fallbacks: list[Provider] | None = None,
+    members: list[PoolMemberSpec] | None = None,
 ) -> Provider:
     """Apply `data` (and a new fallback list when given); nothing is kept unless all is valid.
 
@@ -92,6 +108,9 @@ def provider_update(
     provider.save()
     if fallbacks is not None:
         provider_set_fallbacks(provider=provider, fallbacks=fallbacks)
+    if members is not None:
+        provider_set_members(pool=provider, members=members)
+    _check_pools_of(provider=provider)
     return provider
 
 
@@ -126,6 +145,67 @@ def provider_set_fallbacks(*, provider: Provider, fallbacks: list[Provider]) -> 
     )
     # The row's updated_at marks a configuration change (cached LMs compare it).
     provider.save(update_fields=["updated_at"])
+
+
+def provider_pool_errors(*, pool: Provider, members: list[Provider]) -> list[str]:
+    """Why `members` cannot be the pool's members (empty when they can)."""
+    routes = [provider_route(provider=member) for member in members]
+    return provider_pool_member_errors(pool=pool, members=members, routes=routes)
+
+
+def provider_membership_errors(*, provider: Provider) -> list[str]:
+    """Why `provider`, as it is in memory, no longer fits the pools it belongs to (it became a
+    pool, or moved to another cluster than the other members); empty when it fits."""
+    errors = []
+    for pool in Provider.objects.filter(pool_members__member_id=provider.pk).distinct():
+        members = [
+            provider if link.member_id == provider.pk else link.member
+            for link in ProviderPoolMember.objects.filter(pool=pool).select_related("member")
+        ]
+        errors.extend(
+            f"As a member of the pool {pool.name!r}: {error}"
+            for error in provider_pool_errors(pool=pool, members=members)
+        )
+    return errors
+
+
+def _check_pools_of(*, provider: Provider) -> None:
+    """After an edit of `provider`: it still fits each pool it belongs to, and a provider that
+    stopped being a pool has no members left. Under the graph's lock, as
+    `provider_set_members`."""
+    _lock_fallback_graph()
+    if (
+        provider.kind != Provider.Kind.POOL
+        and ProviderPoolMember.objects.filter(pool=provider).exists()
+    ):
+        raise ValidationError(
+            {"kind": ["A pool with members cannot change its kind: remove its members first."]}
+        )
+    errors = provider_membership_errors(provider=provider)
+    if errors:
+        raise ValidationError({"kind": errors})
+
+
+@transaction.atomic
+def provider_set_members(*, pool: Provider, members: list[PoolMemberSpec]) -> None:
+    """Replace the pool's members (provider, weight), in order. Under the graph's lock, so
+    that no member turns into a pool, or moves cluster, while it is being added."""
+    Provider.objects.select_for_update(no_key=True).filter(pk=pool.pk).first()
+    _lock_fallback_graph()
+    errors = provider_pool_errors(pool=pool, members=[member for member, _ in members])
+    errors.extend(
+        f"The weight of {member.name!r} must be at least 1 (got {weight})."
+        for member, weight in members
+        if weight < 1
+    )
+    if errors:
+        raise ValidationError({"members": errors})
+    ProviderPoolMember.objects.filter(pool=pool).delete()
+    ProviderPoolMember.objects.bulk_create(
+        ProviderPoolMember(pool=pool, member=member, weight=weight, position=position)
+        for position, (member, weight) in enumerate(members)
+    )
+    pool.save(update_fields=["updated_at"])
 
 
 @transaction.atomic

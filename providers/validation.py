@@ -10,7 +10,7 @@ from django.core.validators import RegexValidator
 
 from core import env
 from core.secrets import key_variable_problem
-from providers.choices import ProviderAdapter, ProviderKind
+from providers.choices import PoolPolicy, ProviderAdapter, ProviderKind
 from providers.engines import engine_class_import, engine_contract_problems
 
 # Path segments of the API that a provider name would shadow (/api/v1/providers/<name>/).
@@ -42,6 +42,35 @@ def validate_base_url(value: str) -> None:
         )
 
 
+# The settings of a call that a pool leaves to its members.
+POOL_UNUSED_FIELDS = ("model", "base_url", "api_key_env", "engine_path")
+
+
+def provider_pool_member_errors(*, pool: Any, members: list[Any], routes: list[Any]) -> list[str]:
+    """Why `members` (providers, in order) cannot be the pool's members, given each one's
+    `provider_route` in `routes` (empty when they can). A pool's calls are routed once, before
+    a member is picked, so every member must run where the others do."""
+    errors = []
+    seen: set[int] = set()
+    if pool.kind != ProviderKind.POOL and members:
+        errors.append(f"{pool.name!r} is not a pool (kind {pool.kind!r}): it has no members.")
+    for member in members:
+        if member.pk is not None and member.pk == pool.pk:
+            errors.append(f"{pool.name!r} cannot be a member of itself.")
+        elif member.kind == ProviderKind.POOL:
+            errors.append(f"{member.name!r} is a pool: a pool's members are not pools.")
+        elif member.pk in seen:
+            errors.append(f"{member.name!r} appears twice among the members.")
+        seen.add(member.pk)
+    if len(set(routes)) > 1:
+        where = ", ".join(
+            f"{member.name} ({route.cluster or 'default cluster'})"
+            for member, route in zip(members, routes, strict=True)
+        )
+        errors.append(f"A pool's members must all run in the same cluster: {where}.")
+    return errors
+
+
 def provider_config_errors(*, provider: Any) -> dict[str, list[str]]:
     """Field-level problems of a provider's kind-specific settings (empty when valid).
 
@@ -62,6 +91,14 @@ def provider_config_errors(*, provider: Any) -> dict[str, list[str]]:
         return errors
     if provider.adapter not in ProviderAdapter.values:
         add("adapter", f"Unknown adapter {provider.adapter!r}.")
+    if provider.policy not in PoolPolicy.values:
+        add("policy", f"Unknown policy {provider.policy!r}.")
+    if provider.kind == ProviderKind.POOL:
+        # Its members make the calls: settings of its own would be silently ignored.
+        for name in POOL_UNUSED_FIELDS:
+            if getattr(provider, name):
+                add(name, "A pool has none of its own: its members have theirs; leave it blank.")
+        return errors
     if not provider.model:
         add("model", "This field is required.")
     elif provider.kind == ProviderKind.MLX:

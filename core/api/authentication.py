@@ -42,10 +42,11 @@ class APIKeyClient:
 class APIKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Api-Key <key>`: only the key's prefix and a SHA-512 hash are stored."""
 
+    key_parser = KeyParser
     keyword = KeyParser.keyword
 
     def authenticate(self, request):
-        key = KeyParser().get(request)
+        key = self.key_parser().get(request)
         if key is None:
             return None
         try:
@@ -59,6 +60,22 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
     def authenticate_header(self, request) -> str:
         # Makes unauthenticated requests a 401 with WWW-Authenticate rather than a 403.
         return self.keyword
+
+
+class BearerKeyParser(KeyParser):
+    keyword = "Bearer"
+
+    def get(self, request) -> str | None:
+        # Always the Authorization header: OpenAI clients know no other place for their key.
+        return self.get_from_authorization(request)
+
+
+class BearerAPIKeyAuthentication(APIKeyAuthentication):
+    """`Authorization: Bearer <key>`, the same API keys as OpenAI clients send theirs, for the
+    OpenAI-compatible routes: `dspy.LM` and the `openai` library cannot send `Api-Key`."""
+
+    key_parser = BearerKeyParser
+    keyword = BearerKeyParser.keyword
 
 
 class StaffSessionAuthentication(authentication.SessionAuthentication):

@@ -207,6 +207,7 @@ class _Run:
                     run=self.claim.run,
                     position=self.position,
                     provider=call.provider,
+                    pool=call.pool,
                     started_at=call.started_at,
                     duration_s=call.duration_s,
                     **fields,
@@ -230,6 +231,7 @@ class _Run:
                     signature=version.signature.name,
                     version=version.number,
                     provider=call.provider.name,
+                    pool=call.pool.name if call.pool is not None else None,
                     outcome=fields["outcome"],
                     error_code=fields.get("error_code", ""),
                     duration_s=call.duration_s,
@@ -333,15 +335,34 @@ def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
 def _try_provider(
     run: _Run, execution: Execution, program: dspy.Module, provider: Provider
 ) -> str | None:
-    """One provider's turn: the final status, or None to go on to the next provider."""
-    call = provider_call(
-        provider=provider,
-        program=program,
-        inputs=execution.inputs,
-        config=execution.config,
-        now=run.now,
-        keep_trace=execution.keep_trace,
-    )
+    """One provider's turn: the final status, or None to go on to the next provider.
+
+    A pool's turn lasts while its members do: after a member's counted failure the pool is
+    called again without it, so a request moves to the pool's fallbacks only once no member
+    can take it (each member's call is an attempt of its own)."""
+    failed_members: list[int] = []
+    while True:
+        call = provider_call(
+            provider=provider,
+            program=program,
+            inputs=execution.inputs,
+            config=execution.config,
+            now=run.now,
+            keep_trace=execution.keep_trace,
+            exclude_members=failed_members,
+        )
+        if call.refused and failed_members:
+            # Every member left failed this request already: each has its attempt.
+            return None
+        status = _record_call(run, execution, call)
+        if status is not None or call.pool is None or not call.counted_by_breaker:
+            return status
+        failed_members.append(call.provider.pk)
+
+
+def _record_call(run: _Run, execution: Execution, call: ProviderCall) -> str | None:
+    """Record one call of the chain as an attempt: the final status, or None to go on."""
+    provider = call.provider
     if call.refused:
         run.attempt(
             call,
@@ -399,6 +420,7 @@ def _try_provider(
     )
     run.finish(
         status=Execution.Status.SUCCEEDED,
+        # The member that answered, for a pool.
         provider=provider,
         outputs=_jsonable(result.outputs),
         input_tokens=result.input_tokens,

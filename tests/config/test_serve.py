@@ -235,7 +235,7 @@ def test_metrics_counted_in_workers_add_up_on_every_web_worker(
     # whichever web worker answers it, adds up every process (and not the earlier run's files).
     echo = {"signature": "qa", "version": "1", "provider": "echo"}
     succeeded = {**echo, "status": "succeeded"}
-    attempts = {**echo, "outcome": "succeeded", "error_code": ""}
+    attempts = {**echo, "pool": "", "outcome": "succeeded", "error_code": ""}
     for _ in range(6):
         page = scrape_url(f"{serve.base}/metrics", token=SCRAPE_TOKEN)
         assert page.value("dspy_toolkit_executions_total", **succeeded, cause="") == 3

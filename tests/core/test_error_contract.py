@@ -83,6 +83,17 @@ OPERATIONS = {
     "/api/v1/executions/{id}/rerun": {
         "post": {"wrong_type": ({"version": 0}, 400), "unknown_field": ({"providr": "x"}, 400)}
     },
+    "/api/v1/openai/chat/completions": {
+        "post": {
+            "missing_field": ({"model": "echo"}, 400),
+            "wrong_type": ({"model": "echo", "messages": "hello"}, 400),
+            "unknown_model": (
+                {"model": MISSING, "messages": [{"role": "user", "content": "q"}]},
+                404,
+            ),
+        }
+    },
+    "/api/v1/openai/models": {"get": {}},
 }
 # Bodies valid enough to get past validation to the lookup that answers 404.
 LOOKUP_BODIES = {("/api/v1/signatures/{name}/aliases/{alias}/", "put"): VALID_ALIAS_MOVE}

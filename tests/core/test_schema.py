@@ -211,7 +211,8 @@ def test_a_timeout_of_zero_is_outside_the_schema_as_the_server_refuses_it():
 @pytest.fixture
 def registry_and_providers(transactional_db):
     """What the documented examples name: the `qa` signature (versions 1 and 2, `production`
-    at 1) and the providers `local-default` (answers) and `remote-vllm` (never reached)."""
+    at 1) and the providers `local-default` (answers), `remote-vllm` and the replicas
+    `vllm-a`, `vllm-b`, `vllm-c` (never reached)."""
     signature = signature_create(name="qa", description="Questions.")
     first = signature_version_create(signature=signature, spec=QA_SPEC).version
     signature_version_create(
@@ -232,6 +233,11 @@ def registry_and_providers(transactional_db):
         base_url=CLOSED_PORT_URL,
         fallbacks=[local],
     )
+    # The replicas the documented pool is made of.
+    for replica in ("vllm-a", "vllm-b", "vllm-c"):
+        provider_create(
+            name=replica, kind="openai", model="Qwen/Qwen2.5-7B-Instruct", base_url=CLOSED_PORT_URL
+        )
     # The execution the documented path examples name (its re-run example is sent).
     Execution.objects.create(
         id=DOCUMENTED_EXECUTION_ID,

@@ -94,7 +94,7 @@ def test_a_finished_execution_is_counted_once_with_its_labels(qa_version, echo_p
     assert delta(TOKENS, **labels, direction="output") == 1  # " Paris"
     assert delta(HOPS, signature="qa", version="1", requested_provider="echo") == 0
     assert delta.after.has(HOPS, signature="qa", version="1", requested_provider="echo")
-    attempt = {"provider": "echo", "outcome": "succeeded"}
+    attempt = {"provider": "echo", "pool": "", "outcome": "succeeded"}
     assert delta(ATTEMPTS, signature="qa", version="1", **attempt, error_code="") == 1
     assert delta(ATTEMPT_DURATION_COUNT, **attempt) == 1
     # The duration observed is the one recorded on the row.
@@ -120,7 +120,7 @@ def test_a_fallback_counts_each_attempt_and_the_hops(
     assert delta(EXECUTIONS, **QA_V1, provider="echo", status="succeeded", cause="") == 1
     assert delta(HOPS, **QA_V1, requested_provider="front") == 2
     for attempt in execution.provider_attempts.select_related("provider"):
-        labels = {"provider": attempt.provider.name, "outcome": attempt.outcome}
+        labels = {"provider": attempt.provider.name, "pool": "", "outcome": attempt.outcome}
         assert delta(ATTEMPTS, **QA_V1, **labels, error_code=attempt.error_code) == 1
         assert delta(ATTEMPT_DURATION_COUNT, **labels) == 1
     assert execution.provider_attempts.count() == 3
@@ -137,7 +137,7 @@ def test_a_failed_execution_is_counted_under_the_requested_provider_with_its_cau
     assert delta(DURATION_COUNT, **labels, status="failed") == 1
     attempt = execution.provider_attempts.get()
     assert attempt.error_code
-    assert delta(ATTEMPTS, **labels, outcome="failed", error_code=attempt.error_code) == 1
+    assert delta(ATTEMPTS, **labels, pool="", outcome="failed", error_code=attempt.error_code) == 1
 
 
 @pytest.mark.django_db

@@ -30,18 +30,36 @@ class _Child:
     restarts: int = 0
 
 
+# The name `--clusters` knows the task cluster by (its django-q2 name is `default`).
+TASKS = "tasks"
+NO_CLUSTERS = "none"
+
+
 class Command(BaseCommand):
     help = (
         "Run the web server (gunicorn) and the django-q2 clusters (tasks and local inference) "
-        "together in the foreground. A child that dies is restarted, after a pause that doubles "
+        "together in the foreground; --clusters and --no-web choose what this machine runs. "
+        "A child that dies is restarted, after a pause that doubles "
         "with each quick death (reset once it stays up); one that keeps dying, or a web server "
         "that cannot start (say, its port is taken), stops everything with a non-zero exit. "
         "Ctrl-C or SIGTERM stops all of them, and no process is left behind. Every child writes "
         "its Prometheus metrics to PROMETHEUS_MULTIPROC_DIR (default var/prometheus/, emptied "
-        "at start), so /metrics adds up all of them."
+        "at start when it runs the web server), so /metrics adds up all of them."
     )
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--clusters",
+            help=(
+                f"comma-separated django-q2 clusters to run on this machine: {TASKS} and any of "
+                f"Q_INFERENCE_CLUSTERS, or {NO_CLUSTERS} (default: all of them)"
+            ),
+        )
+        parser.add_argument(
+            "--no-web",
+            action="store_true",
+            help="run no web server: a machine of workers only",
+        )
         parser.add_argument("--host", default=env.get("DSPY_TOOLKIT_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=env.get_int("DSPY_TOOLKIT_PORT", 8000))
         parser.add_argument(
@@ -87,27 +105,55 @@ class Command(BaseCommand):
             help="quick deaths in a row of one child after which serve stops with an error",
         )
 
-    def handle(self, *args, host: str, port: int, web_workers: int, stop_timeout: float, **opts):
+    def handle(
+        self,
+        *args,
+        host: str,
+        port: int,
+        web_workers: int,
+        stop_timeout: float,
+        clusters: str | None,
+        no_web: bool,
+        **opts,
+    ):
+        cluster_names = self._clusters_chosen(clusters)
+        if no_web and not cluster_names:
+            raise CommandError(f"nothing to run: --no-web with --clusters {NO_CLUSTERS}")
         self._children: list[_Child] = []
         self._stopping = False
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._request_stop)
         self._options = opts
-        # Before anything starts: gunicorn would retry for a while and then exit, and a port
-        # held by another server would answer the readiness check in its place.
-        self._check_port_free(host, port)
-        metrics_directory = self._empty_metrics_directory()
+        if no_web:
+            # Nothing here holds a port that would tell whether another serve on this machine
+            # uses the metrics directory, so its files stay.
+            metrics_directory = Path(settings.METRICS_MULTIPROC_DIR)
+            metrics_directory.mkdir(parents=True, exist_ok=True)
+        else:
+            # Before anything starts: gunicorn would retry for a while and then exit, and a port
+            # held by another server would answer the readiness check in its place.
+            self._check_port_free(host, port)
+            metrics_directory = self._empty_metrics_directory()
         try:
-            for child in self._children_to_run(
-                host=host, port=port, web_workers=web_workers, metrics_directory=metrics_directory
-            ):
+            children = self._children_to_run(
+                host=host,
+                port=port,
+                web_workers=web_workers,
+                metrics_directory=metrics_directory,
+                clusters=cluster_names,
+                web=not no_web,
+            )
+            for child in children:
                 self._children.append(child)
                 self._spawn(child)
-            if not self._wait_until_listening(host, port, timeout=opts["ready_timeout"]):
-                return
-            base = f"http://{host}:{port}"
-            self.stdout.write(self.style.SUCCESS(f"Admin console: {base}/admin/"))
-            self.stdout.write(self.style.SUCCESS(f"API docs:      {base}/api/docs/"))
+            if no_web:
+                self.stdout.write(self.style.SUCCESS(f"Clusters: {', '.join(cluster_names)}"))
+            else:
+                if not self._wait_until_listening(host, port, timeout=opts["ready_timeout"]):
+                    return
+                base = f"http://{host}:{port}"
+                self.stdout.write(self.style.SUCCESS(f"Admin console: {base}/admin/"))
+                self.stdout.write(self.style.SUCCESS(f"API docs:      {base}/api/docs/"))
             self.stdout.write("Press Ctrl-C to stop.")
             while not self._stopping:
                 self._supervise()
@@ -115,12 +161,36 @@ class Command(BaseCommand):
         finally:
             self._stop_all(stop_timeout)
 
+    @staticmethod
+    def _clusters_chosen(option: str | None) -> list[str]:
+        """The clusters `--clusters` names, in the order given (all of them by default)."""
+        known = [TASKS, *settings.Q_INFERENCE_CLUSTERS]
+        if option is None:
+            return known
+        names = [name.strip() for name in option.split(",") if name.strip()]
+        if names == [NO_CLUSTERS]:
+            return []
+        unknown = [name for name in names if name not in known]
+        if unknown or not names or len(set(names)) != len(names):
+            raise CommandError(
+                f"--clusters takes distinct names among {', '.join(known)}, or {NO_CLUSTERS} "
+                f"(got {option!r}); inference clusters come from Q_INFERENCE_CLUSTERS"
+            )
+        return names
+
     def _children_to_run(
-        self, *, host: str, port: int, web_workers: int, metrics_directory: Path
+        self,
+        *,
+        host: str,
+        port: int,
+        web_workers: int,
+        metrics_directory: Path,
+        clusters: list[str],
+        web: bool,
     ) -> list[_Child]:
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
-        web = [
+        web_argv = [
             python,
             "-m",
             "gunicorn",
@@ -150,14 +220,18 @@ class Command(BaseCommand):
             "PYTHONUNBUFFERED": "1",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_directory),
         }
-        # The fast BLAS has to be in the inference process before MLX is imported.
-        cluster = settings.Q_INFERENCE_CLUSTER
-        inference_env = base_env | {"Q_CLUSTER_NAME": cluster} | blas.worker_environment()
-        return [
-            _Child("web", web, base_env),
-            _Child("tasks", [python, manage, "qcluster"], base_env),
-            _Child(cluster, [python, manage, "qcluster"], inference_env),
-        ]
+        # The task cluster is django-q2's default one: no Q_CLUSTER_NAME, whatever the shell
+        # that started serve says.
+        tasks_env = {key: value for key, value in base_env.items() if key != "Q_CLUSTER_NAME"}
+        children = [_Child("web", web_argv, base_env)] if web else []
+        for name in clusters:
+            if name == TASKS:
+                children.append(_Child(TASKS, [python, manage, "qcluster"], tasks_env))
+                continue
+            # The fast BLAS has to be in the inference process before MLX is imported.
+            inference_env = tasks_env | {"Q_CLUSTER_NAME": name} | blas.worker_environment()
+            children.append(_Child(name, [python, manage, "qcluster"], inference_env))
+        return children
 
     @staticmethod
     def _empty_metrics_directory() -> Path:
