@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-BENCHMARKS_FILE = REPO_ROOT / "BENCHMARKS.md"
+from benchmarks_file import benchmarks_section_write  # noqa: E402
+
 SECTION_START = "<!-- bench_console: start -->"
 SECTION_END = "<!-- bench_console: end -->"
 EXECUTIONS = 10_000
@@ -168,17 +169,6 @@ def section(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    content = BENCHMARKS_FILE.read_text() if BENCHMARKS_FILE.exists() else "# Benchmarks\n"
-    if SECTION_START in content and SECTION_END in content:
-        before, rest = content.split(SECTION_START, 1)
-        _old, after = rest.split(SECTION_END, 1)
-        content = before + text + after
-    else:
-        content = content.rstrip("\n") + "\n\n" + text + "\n"
-    BENCHMARKS_FILE.write_text(content)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -203,7 +193,7 @@ def main() -> None:
     text = section(results)
     print(text)
     if not args.no_write:
-        write_section(text)
+        benchmarks_section_write(text, start=SECTION_START, end=SECTION_END)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks_file import BENCHMARKS_FILE, benchmarks_section_write  # noqa: E402
+
 from core import env  # noqa: E402
 from providers.mlx.blas import DISABLE_ENV, worker_environment  # noqa: E402
 from providers.mlx.default_model import install_default_model  # noqa: E402
 
-BENCHMARKS_FILE = REPO_ROOT / "BENCHMARKS.md"
 SECTION_START = "<!-- bench_mlx: start -->"
 SECTION_END = "<!-- bench_mlx: end -->"
 
@@ -274,17 +275,6 @@ Target at {top} concurrent requests, batched at least {BATCHING_TARGET:.0f}x one
 {SECTION_END}"""
 
 
-def write_section(section: str) -> None:
-    text = BENCHMARKS_FILE.read_text() if BENCHMARKS_FILE.exists() else "# Benchmarks\n"
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        _old, after = rest.split(SECTION_END, 1)
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCHMARKS_FILE.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -312,7 +302,7 @@ def main() -> None:
     section = _section(baseline, optimized, load=(load_start, os.getloadavg()[0]))
     print(section)
     if not args.no_write:
-        write_section(section)
+        benchmarks_section_write(section, start=SECTION_START, end=SECTION_END)
         progress(f"wrote {BENCHMARKS_FILE.name}")
 
 

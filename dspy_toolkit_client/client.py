@@ -21,12 +21,12 @@ import httpx
 from dspy_toolkit_client.errors import ToolkitError
 from dspy_toolkit_client.prediction import ToolkitPrediction
 from dspy_toolkit_client.protocol import (
-    BATCH_PATH,
     EXECUTE_PATH,
     RETRYABLE_TRANSPORT_ERRORS,
     Call,
     Deadline,
     Options,
+    batch_call,
     batch_outcome,
     error_from_response,
     execution_path,
@@ -231,13 +231,8 @@ class Toolkit(_ClientBase):
         deadline = self._deadline(timeout)
         outcomes: list[Outcome] = []
         for key, chunk in self._chunks(items, idempotency_key or new_idempotency_key()):
-            wait = server_wait(self._options, deadline)
-            call = Call(
-                "POST",
-                BATCH_PATH,
-                json={"items": chunk, "mode": "sync", "timeout_s": wait},
-                idempotency_key=key,
-                server_wait_s=wait,
+            call = batch_call(
+                options=self._options, deadline=deadline, items=chunk, idempotency_key=key
             )
             answer = self._send(call, deadline).json()
             outcomes += [batch_outcome(item) for item in sorted(answer["items"], key=_index)]
@@ -408,13 +403,8 @@ class AsyncToolkit(_ClientBase):
         deadline = self._deadline(timeout)
         outcomes: list[Outcome] = []
         for key, chunk in self._chunks(items, idempotency_key or new_idempotency_key()):
-            wait = server_wait(self._options, deadline)
-            call = Call(
-                "POST",
-                BATCH_PATH,
-                json={"items": chunk, "mode": "sync", "timeout_s": wait},
-                idempotency_key=key,
-                server_wait_s=wait,
+            call = batch_call(
+                options=self._options, deadline=deadline, items=chunk, idempotency_key=key
             )
             answer = (await self._send(call, deadline)).json()
             outcomes += [batch_outcome(item) for item in sorted(answer["items"], key=_index)]

@@ -96,6 +96,20 @@ def server_wait(options: Options, deadline: Deadline) -> float:
     return max(round(min(options.wait_s, remaining), 3), 0.001)
 
 
+def batch_call(
+    *, options: Options, deadline: Deadline, items: list[dict[str, Any]], idempotency_key: str
+) -> Call:
+    """One `execute/batch` request of a chunk of items, the server waiting as `server_wait`."""
+    wait = server_wait(options, deadline)
+    return Call(
+        "POST",
+        BATCH_PATH,
+        json={"items": items, "mode": "sync", "timeout_s": wait},
+        idempotency_key=idempotency_key,
+        server_wait_s=wait,
+    )
+
+
 def item_body(
     *,
     signature: str,
