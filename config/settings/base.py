@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "registry",
     "providers",
     "executions",
+    "evaluations",
     "monitoring",
 ]
 
@@ -291,6 +292,12 @@ EXECUTIONS_HEARTBEAT_S = env.get_float("EXECUTIONS_HEARTBEAT_S", 5.0)
 EXECUTIONS_STALE_AFTER_S = env.get_float("EXECUTIONS_STALE_AFTER_S", 60.0)
 EXECUTIONS_MAX_RUN_ATTEMPTS = env.get_int("EXECUTIONS_MAX_RUN_ATTEMPTS", 2)
 EXECUTIONS_REAPER_EVERY_MINUTES = env.get_int("EXECUTIONS_REAPER_EVERY_MINUTES", 1)
+
+# Evaluation and optimization runs: how long one task may run (an optimization can take an
+# hour on the CPU; django-q2 kills the worker after it), and how many examples an evaluation
+# sends at once (local models batch them, see providers.mlx.runtime).
+EVALUATIONS_RUN_TIMEOUT_S = env.get_int("EVALUATIONS_RUN_TIMEOUT_S", 3600)
+EVALUATIONS_CONCURRENCY = env.get_int("EVALUATIONS_CONCURRENCY", 8)
 
 # Providers. How many queued calls of one local model a single inference worker runs at once,
 # so that they reach the runtime's batched generation together.
