@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("registry.urls")),
     path("", include("providers.urls")),
     path("", include("executions.urls")),
+    path("", include("evaluations.urls")),
     path("", include("monitoring.api_urls")),
 ]
 

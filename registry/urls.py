@@ -1,6 +1,6 @@
 """API routes of the registry app, mounted under /api/v1/."""
 
-from django.urls import path
+from django.urls import include, path
 
 from registry import api
 
@@ -36,4 +36,6 @@ urlpatterns = [
         api.AliasDetailApi.as_view(),
         name="registry-alias-detail",
     ),
+    path("", include("registry.dataset_urls")),
+    path("", include("registry.promotion_urls")),
 ]

@@ -1,0 +1,3 @@
+"""Routes of evaluation_urls (mounted by evaluations.urls)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Routes of optimization_urls (mounted by evaluations.urls)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Routes of dataset_urls (mounted by registry.urls)."""
+
+urlpatterns: list = []

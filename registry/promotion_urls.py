@@ -1,0 +1,3 @@
+"""Routes of promotion_urls (mounted by registry.urls)."""
+
+urlpatterns: list = []
