@@ -12,9 +12,11 @@ from django.db.models import Q, QuerySet
 from core.db import REQUEST_RETRY, db_retry
 from executions.models import Execution, ExecutionAttempt
 
-# The sync API polls the row: quickly at first (most local calls take well under a second),
-# then backing off so a long wait costs a query every half second at most.
-_POLL_FIRST_S = 0.02
+# The sync API polls the row: often at first (a short local answer takes a few hundred
+# milliseconds, and every pause is latency added to it), then backing off gently so a long
+# wait costs a query every half second at most.
+_POLL_FIRST_S = 0.01
+_POLL_GROWTH = 1.25
 _POLL_MAX_S = 0.5
 
 
@@ -54,7 +56,7 @@ def execution_wait_all(
         if remaining <= 0 or all(execution.is_finished for execution in executions.values()):
             return executions
         time.sleep(min(pause, remaining))
-        pause = min(pause * 2, _POLL_MAX_S)
+        pause = min(pause * _POLL_GROWTH, _POLL_MAX_S)
 
 
 def execution_wait(*, execution_id: uuid.UUID, timeout_s: float) -> Execution:

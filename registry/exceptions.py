@@ -4,6 +4,7 @@ Each is a `core.errors.ApplicationError`: a stable machine-readable ``code``, an
 ``status_code`` and a human message in ``str(exc)``.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ApplicationError, Conflict, InvalidRequest, NotFound
@@ -99,3 +100,70 @@ class ImportFileError(RegistryError, InvalidRequest):
     def __init__(self, problems: list[str]):
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class DatasetNotFound(RegistryError, NotFound):
+    code = "dataset_not_found"
+
+
+class DatasetExists(RegistryError, Conflict):
+    """An import named a dataset that exists, without asking to replace it."""
+
+    code = "dataset_exists"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errors={"name": [message]})
+
+
+class DatasetInUse(RegistryError, Conflict):
+    """A dataset was about to be deleted while evaluation or optimization runs name it."""
+
+    code = "dataset_in_use"
+
+
+@dataclass(frozen=True)
+class DatasetProblem:
+    """One thing wrong with a dataset import: a row's field (``row`` counts examples from 1,
+    as `DatasetExample.position` does), a whole row (``field`` None), or the file or an
+    option (``row`` None, ``field`` the option or column)."""
+
+    code: str
+    message: str
+    row: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = [f"row {self.row}"] if self.row is not None else []
+        if self.field is not None:
+            where.append(self.field)
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class InvalidDataset(RegistryError, InvalidRequest):
+    """A dataset file (or its import options) failed validation; nothing was imported.
+
+    ``errors`` holds each problem as the API's field errors: options and columns at the top
+    (``{"split": [...]}``), rows under ``rows`` keyed by row number and then by field
+    (``{"rows": {"3": {"answer": [{"code": "wrong_type", "message": ...}]}}}``). At most
+    `MAX_REPORTED` problems are listed; ``problem_count`` says how many there were.
+    """
+
+    code = "invalid_dataset"
+    MAX_REPORTED = 100
+
+    def __init__(self, problems: list[DatasetProblem]) -> None:
+        self.problem_count = len(problems)
+        self.problems = problems[: self.MAX_REPORTED]
+        errors: dict[str, Any] = {}
+        for problem in self.problems:
+            entry = {"code": problem.code, "message": problem.message}
+            key = problem.field or "non_field_errors"
+            if problem.row is None:
+                errors.setdefault(key, []).append(entry)
+            else:
+                row = errors.setdefault("rows", {}).setdefault(str(problem.row), {})
+                row.setdefault(key, []).append(entry)
+        summary = "; ".join(str(problem).rstrip(".") for problem in self.problems[:5])
+        if self.problem_count > 5:
+            summary += f"; and {self.problem_count - 5} more"
+        super().__init__(f"Nothing was imported: {summary}.", errors=errors)

@@ -48,7 +48,13 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        # An integer too large for a float (JSON allows 400 digits) is no finite number here.
+        return False
 
 
 RULES: dict[str, FieldTypeRule] = {

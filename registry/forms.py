@@ -9,10 +9,12 @@ from django.forms import formset_factory
 
 from registry.exceptions import InvalidSpec
 from registry.field_types import FieldType
-from registry.models import Signature
+from registry.models import DatasetSplit, Signature, name_validator
+from registry.services.datasets import DatasetFormat
 from registry.specs import (
     ALIAS_MAX_LENGTH,
     FIELD_NAME_MAX_LENGTH,
+    NAME_MAX_LENGTH,
     PREFIX_MAX_LENGTH,
     PRODUCTION,
     ModuleKind,
@@ -107,4 +109,41 @@ class AliasForm(forms.Form):
         max_length=ALIAS_MAX_LENGTH,
         initial=PRODUCTION,
         help_text="e.g. production, staging. Moving an existing alias repoints it here.",
+    )
+
+
+class DatasetUploadForm(forms.Form):
+    """The admin's dataset import: the options the API and `registry_dataset_import` take."""
+
+    signature = forms.ModelChoiceField(queryset=Signature.objects.order_by("name"))
+    name = forms.CharField(
+        max_length=NAME_MAX_LENGTH,
+        validators=[name_validator],
+        help_text="The dataset's name within the signature, e.g. `starter`.",
+    )
+    file = forms.FileField(help_text="JSONL (an object per line) or CSV (a header row first).")
+    format = forms.ChoiceField(
+        choices=[("", "From the file name"), *DatasetFormat.choices], required=False
+    )
+    split = forms.ChoiceField(
+        choices=DatasetSplit.choices,
+        initial=DatasetSplit.TRAIN,
+        help_text="The split of rows that name none.",
+    )
+    replace = forms.BooleanField(
+        required=False,
+        help_text="Replace the examples of an existing dataset of this name, all at once.",
+    )
+    description = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+        help_text="Left empty when replacing: the current description is kept.",
+    )
+    version = forms.CharField(
+        required=False,
+        max_length=NAME_MAX_LENGTH,
+        help_text=(
+            "The version number or alias whose fields check the rows; empty: `production`, "
+            "else the latest version."
+        ),
     )

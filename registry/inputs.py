@@ -12,7 +12,9 @@ from registry.field_types import RULES
 from registry.models import SignatureVersion
 
 
-def _coerce(field: dict[str, Any], value: Any) -> tuple[Any, list[dict[str, str]] | None]:
+def field_value_coerce(
+    field: dict[str, Any], value: Any
+) -> tuple[Any, list[dict[str, str]] | None]:
     """The value as the field's type, or the error. JSON types only; no string parsing."""
     rule = RULES[field["type"]]
     if rule.has_choices:
@@ -87,7 +89,7 @@ def signature_version_validate_inputs(
         if name not in inputs:
             errors[name] = field_error("missing", f"The input '{name}' is required.")
             continue
-        value, problem = _coerce(field, inputs[name])
+        value, problem = field_value_coerce(field, inputs[name])
         if problem:
             errors[name] = problem
         else:

@@ -8,8 +8,13 @@ from typing import Any
 from django.db import connection
 from django.db.models import Prefetch, Q, QuerySet
 
-from registry.exceptions import AliasNotFound, SignatureNotFound, VersionNotFound
-from registry.models import Alias, Signature, SignatureVersion
+from registry.exceptions import (
+    AliasNotFound,
+    DatasetNotFound,
+    SignatureNotFound,
+    VersionNotFound,
+)
+from registry.models import Alias, Dataset, DatasetExample, Signature, SignatureVersion
 from registry.specs import LATEST, PRODUCTION, alias_name_problem, name_problem
 
 
@@ -139,6 +144,28 @@ def _tag_condition(tag: str) -> Q:
     if connection.features.supports_json_field_contains:
         return Q(tags__contains=[tag])
     return Q(tags__icontains=json.dumps(tag))
+
+
+def dataset_list(*, signature: Signature) -> QuerySet[Dataset]:
+    """A signature's datasets by name, their importers joined."""
+    return Dataset.objects.filter(signature=signature).select_related("signature", "created_by")
+
+
+def dataset_get(*, signature: Signature, name: str) -> Dataset:
+    # A name outside the naming rules is never stored (see _signature_named).
+    if name_problem(name) is None:
+        found = dataset_list(signature=signature).filter(name=name).first()
+        if found is not None:
+            return found
+    raise DatasetNotFound(f"Signature '{signature.name}' has no dataset '{name}'.")
+
+
+def dataset_examples(*, dataset: Dataset, split: str | None = None) -> QuerySet[DatasetExample]:
+    """A dataset's examples (of one split, when given) in file order."""
+    queryset = DatasetExample.objects.filter(dataset=dataset)
+    if split:
+        queryset = queryset.filter(split=split)
+    return queryset.order_by("position")
 
 
 EXPORT_FORMAT = "dspy-toolkit-registry"

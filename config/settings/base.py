@@ -190,7 +190,13 @@ SPECTACULAR_SETTINGS = {
     },
     "COMPONENT_SPLIT_REQUEST": True,
     # One schema name for a choice set used by several fields (a breaker's states).
-    "ENUM_NAME_OVERRIDES": {"BreakerStateEnum": "providers.choices.BreakerState"},
+    "ENUM_NAME_OVERRIDES": {
+        "BreakerStateEnum": "providers.choices.BreakerState",
+        "DatasetSplitEnum": "registry.models.DatasetSplit",
+        "RunStatusEnum": "evaluations.models.RunStatus",
+        "OptimizerEnum": "evaluations.models.Optimizer",
+        "ExecutionStatusEnum": "executions.models.ExecutionStatus",
+    },
 }
 
 # django-q2. The library's defaults duplicate or lose work (timeout >= retry runs a task twice,
@@ -223,7 +229,10 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
-    "poll": 0.2,
+    # How long an idle ORM-broker cluster sleeps between looks at its queue: the wait a task
+    # can spend before a worker sees it, so a sync execution's latency. A look is one indexed
+    # query (20 a second per idle cluster); the Redis broker blocks instead and never polls.
+    "poll": 0.05,
     "save_limit": 1000,
     "recycle": 500,
     "queue_limit": 50,
@@ -298,6 +307,8 @@ EXECUTIONS_REAPER_EVERY_MINUTES = env.get_int("EXECUTIONS_REAPER_EVERY_MINUTES",
 # sends at once (local models batch them, see providers.mlx.runtime).
 EVALUATIONS_RUN_TIMEOUT_S = env.get_int("EVALUATIONS_RUN_TIMEOUT_S", 3600)
 EVALUATIONS_CONCURRENCY = env.get_int("EVALUATIONS_CONCURRENCY", 8)
+# Modules (and their submodules) whose functions may be named as custom metrics by dotted path.
+EVALUATIONS_CUSTOM_METRIC_MODULES = env.get_list("EVALUATIONS_CUSTOM_METRIC_MODULES", [])
 
 # Providers. How many queued calls of one local model a single inference worker runs at once,
 # so that they reach the runtime's batched generation together.

@@ -7,11 +7,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import dspy
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from dspy.utils.exceptions import AdapterParseError
@@ -195,6 +196,23 @@ class _Run:
     # Both writes record a provider call already made, so they are retried after a lost
     # connection (never the call), and each can tell whether an earlier try went through.
 
+    def _attempt_row(self, call: ProviderCall, fields: dict[str, Any]) -> ExecutionAttempt:
+        return ExecutionAttempt.objects.create(
+            execution_id=self.claim.execution_id,
+            run=self.claim.run,
+            position=self.position,
+            provider=call.provider,
+            pool=call.pool,
+            started_at=call.started_at,
+            duration_s=call.duration_s,
+            **fields,
+        )
+
+    def _attempt_written(self) -> bool:
+        return ExecutionAttempt.objects.filter(
+            execution_id=self.claim.execution_id, run=self.claim.run, position=self.position
+        ).exists()
+
     def attempt(self, call: ProviderCall, **fields: Any) -> None:
         tries = 0
 
@@ -202,22 +220,16 @@ class _Run:
             nonlocal tries
             tries += 1
             try:
-                ExecutionAttempt.objects.create(
-                    execution_id=self.claim.execution_id,
-                    run=self.claim.run,
-                    position=self.position,
-                    provider=call.provider,
-                    pool=call.pool,
-                    started_at=call.started_at,
-                    duration_s=call.duration_s,
-                    **fields,
-                )
+                self._attempt_row(call, fields)
             except IntegrityError:
                 # Only this run writes its positions: the earlier try was committed.
                 if tries == 1:
                     raise
 
         db_retry(write)
+        self._attempt_recorded(call, fields)
+
+    def _attempt_recorded(self, call: ProviderCall, fields: dict[str, Any]) -> None:
         self.position += 1
         self.input_tokens += call.input_tokens
         self.output_tokens += call.output_tokens
@@ -238,6 +250,37 @@ class _Run:
                 )
             )
 
+    def succeed(self, call: ProviderCall, *, attempt: dict[str, Any], **fields: Any) -> bool:
+        """Record the answering attempt and the execution's success in one transaction.
+
+        Written apart, a worker killed between the two leaves a running execution whose
+        answer is already recorded; the reaper would then run it again and call the provider
+        a second time."""
+        moment = self.now()
+        execution_time_s = time.perf_counter() - self.started
+        tries = 0
+
+        def write() -> bool:
+            nonlocal tries
+            tries += 1
+            ours = Execution.objects.filter(id=self.claim.execution_id, attempts=self.claim.run)
+            if tries > 1 and self._attempt_written():
+                # The earlier try committed; only its answer was lost with the connection.
+                return ours.filter(status=fields["status"], finished_at=moment).exists()
+            with transaction.atomic():
+                # The attempt is kept even when the run was taken away: the call was made.
+                self._attempt_row(call, attempt)
+                return bool(
+                    ours.filter(status=Execution.Status.RUNNING).update(
+                        finished_at=moment, execution_time_s=execution_time_s, **fields
+                    )
+                )
+
+        finished = db_retry(write)
+        self._attempt_recorded(call, attempt)
+        self._finished(finished, moment=moment, execution_time_s=execution_time_s, fields=fields)
+        return finished
+
     def spent(self) -> dict[str, int]:
         """The tokens of every call of this run, for a run that ends without an answer."""
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
@@ -257,7 +300,13 @@ class _Run:
                 return True
             return tries > 1 and ours.filter(status=fields["status"], finished_at=moment).exists()
 
-        finished = db_retry(write)
+        finished = bool(db_retry(write))
+        self._finished(finished, moment=moment, execution_time_s=execution_time_s, fields=fields)
+        return finished
+
+    def _finished(
+        self, finished: bool, *, moment: datetime, execution_time_s: float, fields: dict[str, Any]
+    ) -> None:
         if not finished:
             logger.warning(
                 "Execution %s run %s finished after it was taken away from this worker; "
@@ -276,7 +325,6 @@ class _Run:
                     **fields,
                 )
             )
-        return bool(finished)
 
 
 def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
@@ -410,15 +458,19 @@ def _record_call(run: _Run, execution: Execution, call: ProviderCall) -> str | N
         )
         return None
     result = call.result
-    run.attempt(
+    run.succeed(
         call,
-        outcome=ExecutionAttempt.Outcome.SUCCEEDED,
-        breaker_state=call.breaker_state,
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        **({"prompt": call.prompt, "raw_output": call.raw_output} if execution.keep_trace else {}),
-    )
-    run.finish(
+        attempt={
+            "outcome": ExecutionAttempt.Outcome.SUCCEEDED,
+            "breaker_state": call.breaker_state,
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            **(
+                {"prompt": call.prompt, "raw_output": call.raw_output}
+                if execution.keep_trace
+                else {}
+            ),
+        },
         status=Execution.Status.SUCCEEDED,
         # The member that answered, for a pool.
         provider=provider,

@@ -9,8 +9,22 @@ their prompt, queue a request and wait for its result.
 Batching pays on the CPU because decoding one token is bound by reading every weight from
 memory (and by per-operation overhead), not by arithmetic: a batch shares both, so eight
 sequences step in little more time than one (see BENCHMARKS.md).
+
+Each scheduler also keeps the key-value cache of shared prompt prefixes (mlx-lm's prompt
+cache). A request's shared prefix is the chat-templated text of every message before its last
+user turn: the system line and the demos of a compiled signature version, or the conversation
+so far in a chat. Demos make prompts several times longer, and every request of one version
+repeats them, so a request whose prefix is cached prefills only its own tokens. A missing
+prefix is computed once, in one forward pass, and each request starts from a copy of it.
+
+The key is the prefix's tokens, so there is nothing to invalidate: a new version of a
+signature (other demos, other instructions) has another prefix, and the old one ages out of
+the least-recently-used cache, which is bounded in bytes (`DSPY_TOOLKIT_MLX_PREFIX_CACHE_MB`,
+read at call time; 0 switches the cache off) and in entries. Unloading a model drops its
+prefixes.
 """
 
+import copy
 import os
 import queue
 import threading
@@ -27,6 +41,7 @@ import mlx.nn as nn
 import mlx.utils
 import mlx_lm
 from mlx_lm.generate import BatchGenerator
+from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 from mlx_lm.utils import dequantize_model
 
@@ -40,6 +55,20 @@ DEFAULT_MAX_BATCH_SIZE = 8
 MAX_BATCH_SIZE_ENV = "DSPY_TOOLKIT_MLX_MAX_BATCH"
 
 FINISH_STOP = "stop"
+
+# Megabytes (10**6 bytes) of cached prompt prefixes per loaded model; 0 switches it off.
+DEFAULT_PREFIX_CACHE_MB = 256.0
+PREFIX_CACHE_MB_ENV = "DSPY_TOOLKIT_MLX_PREFIX_CACHE_MB"
+# Prefixes kept per model at most, whatever their size: one per signature version in use
+# (and per conversation in a chat), so a few dozen cover a service's working set.
+MAX_PREFIXES = 32
+# Shorter prefixes are not cached. A hit costs less than prefilling one token (copying and
+# merging a cache, BENCHMARKS.md), but every entry holds keys and values for at least 256
+# tokens (mlx-lm allocates in steps of 256; 11.8 MB for SmolLM2-135M): a role header or an
+# empty system turn is not worth that, a signature's instructions (20 tokens and more) are.
+MIN_PREFIX_TOKENS = 16
+# Tokens per forward pass when a prefix is filled, as mlx-lm prefills prompts.
+PREFILL_STEP = 2048
 
 # Held around every MLX call of every scheduler: models loaded side by side in one process
 # take turns instead of driving MLX from two threads.
@@ -59,7 +88,10 @@ class GenerationResult:
     """One finished generation.
 
     `text` excludes the assistant prefix and any stop sequence; `finish_reason` is "stop"
-    (end of sequence or a stop sequence) or "length" (max_tokens reached). `peak_memory_mb`
+    (end of sequence or a stop sequence) or "length" (max_tokens reached).
+    `cached_prompt_tokens` counts the prompt's leading tokens that came from the prefix cache
+    instead of being prefilled for this request (0 when none of its prefix was cached yet, it
+    was too short, or the cache is off); `prompt_tokens` counts them too. `peak_memory_mb`
     is MLX's peak for the process since the model's scheduler last went idle, so it bounds
     this request's peak and includes the weights. `duration_s` runs from submission to the
     last token, queueing included.
@@ -67,6 +99,7 @@ class GenerationResult:
 
     text: str
     prompt_tokens: int
+    cached_prompt_tokens: int
     completion_tokens: int
     peak_memory_mb: float
     finish_reason: str
@@ -76,6 +109,11 @@ class GenerationResult:
 
 @dataclass(frozen=True)
 class LoadedModelInfo:
+    """A loaded model and what it served. Prefix cache hits are requests that started from a
+    cached prefix (all of it, or all but a few tokens they prefilled with their own); misses
+    are requests whose prefix had to be computed first (wholly or in part); requests without
+    a prefix worth caching count as neither. Entries and bytes are the prefixes held now."""
+
     path: str
     optimize: bool
     applied_optimizations: tuple[str, ...]
@@ -83,11 +121,17 @@ class LoadedModelInfo:
     requests_received: int
     requests_served: int
     largest_batch: int
+    prefix_cache_hits: int
+    prefix_cache_misses: int
+    prefix_cache_entries: int
+    prefix_cache_bytes: int
 
 
 @dataclass(eq=False)
 class _Request:
     prompt: list[int]
+    # The prompt's shared prefix (a strict prefix of it), when one is worth caching.
+    prefix: tuple[int, ...] | None
     max_tokens: int
     sampler: Callable[[mx.array], mx.array]
     stop: tuple[str, ...]
@@ -96,6 +140,7 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     result: GenerationResult | None = None
     error: BaseException | None = None
+    cached_tokens: int = 0
 
 
 _STOP = object()
@@ -108,6 +153,18 @@ class _SchedulerClosed(Exception):
 def _max_batch_size() -> int:
     # Read on every scheduling round, so a benchmark can switch batching off and on.
     return max(1, env.get_int(MAX_BATCH_SIZE_ENV, DEFAULT_MAX_BATCH_SIZE))
+
+
+def prefix_cache_limit_bytes() -> int:
+    """The byte budget of each loaded model's prefix cache now (0: the cache is off)."""
+    raw = env.get(PREFIX_CACHE_MB_ENV)
+    try:
+        megabytes = DEFAULT_PREFIX_CACHE_MB if raw is None else float(raw)
+    except ValueError:
+        raise GenerationError(
+            f"{PREFIX_CACHE_MB_ENV} must be a number of megabytes, not {raw!r}"
+        ) from None
+    return max(0, int(megabytes * 1e6))
 
 
 def _float32_bytes(model: nn.Module) -> int:
@@ -168,6 +225,10 @@ class _ModelScheduler(threading.Thread):
         self.requests_received = 0
         self.requests_served = 0
         self.largest_batch = 0
+        self.prefix_hits = 0
+        self.prefix_misses = 0
+        self.prefix_entries = 0
+        self.prefix_bytes = 0
         self._submit_lock = threading.Lock()
         self._closed = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -178,6 +239,8 @@ class _ModelScheduler(threading.Thread):
         self._admitting: list[_Request] = []
         self._samplers: dict[tuple[float, float], Callable[[mx.array], mx.array]] = {}
         self._samplers_lock = threading.Lock()
+        # Owned by the scheduler thread: this model's cached prompt prefixes.
+        self._prefixes = LRUPromptCache(max_size=MAX_PREFIXES)
 
     # Called from any thread.
 
@@ -249,6 +312,9 @@ class _ModelScheduler(threading.Thread):
         finally:
             # Whatever ended the loop, nobody may be left waiting for an answer.
             self._fail(GenerationError("the model's scheduler stopped"))
+            # Unloading drops the prefixes with the model, before MLX's cache is cleared.
+            self._prefixes.trim_to(n_sequences=0)
+            self._prefix_figures()
 
     def _fail(self, error: GenerationError, *, waiting_too: bool = True) -> None:
         failed = [*self._active.values(), *self._admitting]
@@ -306,9 +372,20 @@ class _ModelScheduler(threading.Thread):
         admit = min(len(self._waiting), _max_batch_size() - len(self._active))
         if admit > 0:
             self._admitting = [self._waiting.popleft() for _ in range(admit)]
+            caches = self._prefix_caches(self._admitting, generator)
+            # A request with a cached prefix prefills only the tokens after it; the rest of
+            # the batch prefills whole prompts from fresh caches (the generator merges both).
             uids = generator.insert(
-                [request.prompt for request in self._admitting],
+                [
+                    request.prompt[covered:]
+                    for request, (_cache, covered) in zip(self._admitting, caches, strict=True)
+                ],
                 max_tokens=[request.max_tokens for request in self._admitting],
+                caches=[cache for cache, _covered in caches],
+                all_tokens=[
+                    request.prompt[:covered]
+                    for request, (_cache, covered) in zip(self._admitting, caches, strict=True)
+                ],
                 samplers=[request.sampler for request in self._admitting],
             )
             self._active.update(zip(uids, self._admitting, strict=True))
@@ -323,6 +400,79 @@ class _ModelScheduler(threading.Thread):
             if response.finish_reason is None:
                 # Ended by a stop sequence: the generator still holds it.
                 generator.remove([response.uid])
+
+    def _prefix_caches(
+        self, requests: list[_Request], generator: BatchGenerator
+    ) -> list[tuple[list[Any] | None, int]]:
+        """Each request's starting cache and how many of its prompt's tokens it holds (None
+        and 0 for a request that prefills its whole prompt)."""
+        limit = prefix_cache_limit_bytes()
+        if limit == 0 and len(self._prefixes):
+            self._prefixes.trim_to(n_sequences=0)
+            self._prefix_figures()
+        # Looked up (and computed) once per distinct prefix in this round.
+        found: dict[tuple[int, ...], tuple[list[Any], int, int, bool]] = {}
+        caches: list[tuple[list[Any] | None, int]] = []
+        for request in requests:
+            if request.prefix is None or limit == 0:
+                caches.append((None, 0))
+                continue
+            if request.prefix not in found:
+                found[request.prefix] = self._prefix_cache(request.prefix, generator, limit)
+            cache, covered, reused, computed = found[request.prefix]
+            request.cached_tokens = reused
+            if computed:
+                self.prefix_misses += 1
+            else:
+                self.prefix_hits += 1
+            # The generator merges the caches it is given into its batch cache; a copy keeps
+            # the cached entry safe whatever it does with them.
+            caches.append((copy.deepcopy(cache), covered))
+        return caches
+
+    def _prefix_cache(
+        self, prefix: tuple[int, ...], generator: BatchGenerator, limit: int
+    ) -> tuple[list[Any], int, int, bool]:
+        """A prompt cache for `prefix`: (cache, tokens it holds, how many of them were cached
+        already, whether any had to be computed).
+
+        mlx-lm's nearest entry may share only the first tokens of the prefix (an earlier turn
+        of a chat, a version with the same instructions and other demos): the tokens it lacks
+        are computed, and the whole prefix is kept. When it lacks fewer than
+        `MIN_PREFIX_TOKENS` the request prefills them with its own tokens instead: mlx-lm
+        keeps only the longest of prefixes that extend one another, so a version's prefix
+        that begins another's (no demos and eight demos, same instructions) is served from
+        the longer entry, trimmed, short of its last token.
+        """
+        tokens = list(prefix)
+        cache, rest = self._prefixes.fetch_nearest_cache(self.path, tokens)
+        reused = len(tokens) - len(rest)
+        if cache is None or reused < MIN_PREFIX_TOKENS:
+            # A role header in common, say: not worth a copy.
+            cache, reused = make_prompt_cache(self.model), 0
+        missing = tokens[reused:]
+        if missing and len(missing) < MIN_PREFIX_TOKENS:
+            return cache, reused, reused, False
+        if missing:
+            with mx.stream(generator.stream):
+                for start in range(0, len(missing), PREFILL_STEP):
+                    chunk = mx.array(missing[start : start + PREFILL_STEP])[None]
+                    self.model(chunk, cache=cache)
+                    # Only the keys and values: the logits of a prefix are never needed.
+                    mx.eval([layer.state for layer in cache])
+        # Inserting again also makes a hit the most recently used entry: mlx-lm's cache orders
+        # its entries by insertion only. A prefix larger than the whole budget would evict
+        # everything else and then itself, so it is used once and not kept.
+        if sum(layer.nbytes for layer in cache) <= limit:
+            self._prefixes.insert_cache(self.path, tokens, cache)
+            self._prefixes.trim_to(n_sequences=MAX_PREFIXES, n_bytes=limit)
+            self._prefix_figures()
+        return cache, len(tokens), reused, bool(missing)
+
+    def _prefix_figures(self) -> None:
+        # Copied into plain attributes, which other threads may read at any time.
+        self.prefix_entries = len(self._prefixes)
+        self.prefix_bytes = self._prefixes.nbytes
 
     def _advance(self, request: _Request, token: int, finish_reason: str | None) -> bool:
         """Take one generated token; finish the request and return True when it is done."""
@@ -342,6 +492,7 @@ class _ModelScheduler(threading.Thread):
         request.result = GenerationResult(
             text=text,
             prompt_tokens=len(request.prompt),
+            cached_prompt_tokens=request.cached_tokens,
             completion_tokens=len(request.tokens),
             peak_memory_mb=mx.get_peak_memory() / 1e6,
             finish_reason=finish_reason,
@@ -417,6 +568,36 @@ def _prompt(tokenizer: Any, messages: list[dict[str, str]], assistant_prefix: st
     return tokenizer.encode(text + assistant_prefix, add_special_tokens=False)
 
 
+def _shared_prefix(
+    tokenizer: Any, messages: list[dict[str, str]], prompt: list[int]
+) -> tuple[int, ...] | None:
+    """The tokens of every message before the last user turn, when the prompt starts with
+    exactly those tokens and they are worth caching; otherwise None."""
+    last_user = max(
+        (index for index, message in enumerate(messages) if message.get("role") == "user"),
+        default=0,
+    )
+    if last_user == 0:
+        return None
+    try:
+        text = tokenizer.apply_chat_template(
+            messages[:last_user], add_generation_prompt=False, tokenize=False
+        )
+    except Exception:
+        # A template may refuse a conversation cut short (say, one that must end with a
+        # user turn): the request is fine, it just has no shareable prefix.
+        return None
+    prefix = tokenizer.encode(text, add_special_tokens=False)
+    # ChatML-style templates end a turn cleanly, but a template may render the earlier
+    # messages differently once the last turn is gone, and BPE may merge across the
+    # boundary: only an exact token prefix has the same keys and values.
+    if len(prefix) < MIN_PREFIX_TOKENS or len(prefix) >= len(prompt):
+        return None
+    if prompt[: len(prefix)] != prefix:
+        return None
+    return tuple(prefix)
+
+
 def load_model(*, model_path: str, optimize: bool = True) -> LoadedModelInfo:
     """Load a model into the cache now (it is otherwise loaded by its first `generate`)."""
     scheduler = _scheduler(model_path, optimize=optimize)
@@ -446,14 +627,17 @@ def generate(
     if temperature < 0:
         raise ValueError("temperature must not be negative")
     stops = tuple(sequence for sequence in stop or () if sequence)
+    caching = prefix_cache_limit_bytes() > 0
     while True:
         scheduler = _scheduler(model_path, optimize=optimize)
         with scheduler.tokenizer_lock:
             prompt = _prompt(scheduler.tokenizer, messages, assistant_prefix)
+            prefix = _shared_prefix(scheduler.tokenizer, messages, prompt) if caching else None
         if not prompt:
             raise ValueError("the prompt is empty")
         request = _Request(
             prompt=prompt,
+            prefix=prefix,
             max_tokens=max_tokens,
             sampler=scheduler.sampler(temperature=temperature, top_p=top_p),
             stop=stops,
@@ -474,6 +658,10 @@ def _info(scheduler: _ModelScheduler) -> LoadedModelInfo:
         requests_received=scheduler.requests_received,
         requests_served=scheduler.requests_served,
         largest_batch=scheduler.largest_batch,
+        prefix_cache_hits=scheduler.prefix_hits,
+        prefix_cache_misses=scheduler.prefix_misses,
+        prefix_cache_entries=scheduler.prefix_entries,
+        prefix_cache_bytes=scheduler.prefix_bytes,
     )
 
 

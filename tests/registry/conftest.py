@@ -11,6 +11,15 @@ from registry.services.versions import signature_version_create
 from tests.support.specs import QA_SPEC
 
 
+@pytest.fixture(autouse=True)
+def _library_without_data(tmp_path_factory, monkeypatch):
+    """The registry's tests load the templates alone: the shipped starter datasets and
+    optimized versions are the subject of tests/registry/test_library_data.py only."""
+    monkeypatch.setattr(
+        "registry.services.library.LIBRARY_DATA_DIR", tmp_path_factory.mktemp("no_library_data")
+    )
+
+
 @pytest.fixture
 def qa_spec() -> dict:
     return copy.deepcopy(QA_SPEC)

@@ -43,8 +43,10 @@ def _manage(python, repo_root, env, *args) -> str:
 
 def test_registry_works_on_sqlite(python, repo_root, sqlite_env, tmp_path):
     _manage(python, repo_root, sqlite_env, "migrate", "--verbosity", "0")
-    assert "created     qa (version 1, production)" in _manage(
-        python, repo_root, sqlite_env, "registry_load_library"
+    # The shipped library: the plain template, its optimized version in production, and
+    # its starter dataset.
+    assert "created     qa (version 1, optimized version 2, production → v2; dataset starter" in (
+        _manage(python, repo_root, sqlite_env, "registry_load_library")
     )
     assert "unchanged   qa (matches version 1)" in _manage(
         python, repo_root, sqlite_env, "registry_load_library"
@@ -55,8 +57,8 @@ def test_registry_works_on_sqlite(python, repo_root, sqlite_env, tmp_path):
         "tagged": ["qa_with_context"],
         "searched": ["sentiment"],
         "by_kind": ["math_word_problem", "verify_claim"],
-        "production": 1,
-        "staging": 2,
+        "production": 2,
+        "staging": 3,
     }
     export = tmp_path / "export.json"
     _manage(python, repo_root, sqlite_env, "registry_export", "--output", str(export))

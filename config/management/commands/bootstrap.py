@@ -11,7 +11,8 @@ from core import env
 class Command(BaseCommand):
     help = (
         "Prepare this installation: apply migrations, collect static files, create the admin "
-        "user, load the signature library, install the periodic tasks (reaper, retention) and "
+        "user, load the signature library, install the periodic tasks (the reapers of executions "
+        "and of evaluation and optimization runs, retention) and "
         "the default local model. Idempotent: "
         "a second run changes nothing and is quick."
     )
@@ -39,6 +40,10 @@ class Command(BaseCommand):
         steps = [
             ("registry_load_library", "Loading the signature template library"),
             ("executions_install_schedules", "Installing the periodic tasks (reaper, retention)"),
+            (
+                "evaluations_install_schedules",
+                "Installing the periodic task of evaluation and optimization runs (reaper)",
+            ),
         ]
         if not skip_model:
             steps.append(("providers_install_default_model", "Installing the default local model"))
