@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_mlx.py", "bench_prefix_cache.py", "bench_console.py")
+BENCHMARKS = ("bench_mlx.py", "bench_prefix_cache.py", "bench_console.py", "bench_quality.py")
 
 
 def main() -> int:

@@ -38,6 +38,7 @@ PROJECT_NAMES = frozenset(
         "DSPY_TOOLKIT_VAR_DIR",
         "DSPY_TOOLKIT_FAST_BLAS",
         "DSPY_TOOLKIT_MLX_MAX_BATCH",
+        "DSPY_TOOLKIT_MLX_PREFIX_CACHE_MB",
         "WEB_CONCURRENCY",
         "Q_WORKERS",
         "Q_TIMEOUT",

@@ -221,6 +221,8 @@ class OptimizationListApi(OptimizationApi):
 
 class OptimizerCatalogueApi(OptimizationApi):
     permission_classes = [IsAuthenticated]
+    # A short fixed list, answered whole (the schema must not document a page of it).
+    pagination_class = None
 
     @extend_schema(
         operation_id="optimizations_optimizers",

@@ -105,6 +105,10 @@ def process_loaded_models() -> list[dict]:
             "load_duration_s": round(info.load_duration_s, 3),
             "requests_served": info.requests_served,
             "largest_batch": info.largest_batch,
+            "prefix_cache_hits": info.prefix_cache_hits,
+            "prefix_cache_misses": info.prefix_cache_misses,
+            "prefix_cache_entries": info.prefix_cache_entries,
+            "prefix_cache_bytes": info.prefix_cache_bytes,
         }
         for info in runtime.loaded_models()
     ]

@@ -238,7 +238,7 @@ class DatasetListApi(DatasetApi):
             OpenApiExample(
                 "A JSONL file's text",
                 request_only=True,
-                value={"name": "starter", "format": "jsonl", "content": _JSONL},
+                value={"name": "capitals", "format": "jsonl", "content": _JSONL},
             ),
             OpenApiExample(
                 "Rows, replacing an existing dataset's examples",

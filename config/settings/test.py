@@ -17,4 +17,4 @@ STORAGES = {
 Q_CLUSTER = Q_CLUSTER | {"sync": env.get_bool("Q_SYNC", True)}  # noqa: F405
 LOGGING["root"]["level"] = env.get("LOG_LEVEL", "WARNING")  # noqa: F405
 # The tests' own custom metrics.
-EVALUATIONS_CUSTOM_METRIC_MODULES = ["tests.support"]
+EVALUATIONS_CUSTOM_METRIC_MODULES = ["tests"]

@@ -203,6 +203,19 @@ def _compiled_load(
         # Demos and instructions compiled for an earlier template would land on this one.
         return None, False, [f"{path.name} skipped: built for another version of the template"]
     baseline, result = compiled["baseline"], compiled["result"]
+    if result["score"] <= baseline["score"]:
+        # Shipped like any promotion: only a version that scores better than the plain one.
+        _library_score(
+            version=plain, dataset=dataset, compiled=compiled, measured=baseline, path=path
+        )
+        return (
+            None,
+            False,
+            [
+                f"compiled version not shipped: dev {compiled['metric']} {result['score']:.3f}, "
+                f"no better than the template's {baseline['score']:.3f}"
+            ],
+        )
     changelog = (
         f"Optimized by the template library: {compiled['optimizer']} on dataset "
         f"{STARTER_DATASET} (sha256 {compiled['dataset_hash']}), metric {compiled['metric']}: "

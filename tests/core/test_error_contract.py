@@ -12,8 +12,10 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
+from evaluations.models import EvaluationRun, OptimizationRun
 from executions.models import Execution
 from registry.services.aliases import alias_set
+from registry.services.datasets import dataset_import
 from registry.services.signatures import signature_create
 from registry.services.versions import signature_version_create
 from tests.support.engines import ECHO_ENGINE
@@ -25,6 +27,9 @@ MISSING = "does-not-exist"
 # path template -> {method: {kind of bad request: (body or None, expected status)}}
 # Path parameters are filled with existing objects, or with unknown ones for "unknown".
 VALID_ALIAS_MOVE = {"version": 1}
+VALID_PROMOTION = {"version": 1, "dataset": "starter", "split": "dev", "metric": "exact_match"}
+# Evaluation and optimization runs share this id in the `world`.
+RUN_ID = 7
 OPERATIONS = {
     "/api/v1/signatures/": {
         "get": {},
@@ -94,12 +99,62 @@ OPERATIONS = {
         }
     },
     "/api/v1/openai/models": {"get": {}},
+    "/api/v1/signatures/{name}/datasets/": {
+        "get": {},
+        "post": {
+            "missing_field": ({}, 400),
+            "wrong_type": ({"name": "d", "examples": "rows"}, 400),
+            "bad_row": ({"name": "d", "examples": [{"question": 3, "answer": "a"}]}, 400),
+            "conflict": ({"name": "starter", "examples": [{"question": "q", "answer": "a"}]}, 409),
+        },
+    },
+    "/api/v1/signatures/{name}/datasets/{dataset}/": {
+        "get": {},
+        # An evaluation run refers to it.
+        "delete": {"conflict": (None, 409)},
+    },
+    "/api/v1/signatures/{name}/datasets/{dataset}/examples/": {"get": {}},
+    "/api/v1/signatures/{name}/datasets/{dataset}/export/": {"get": {}},
+    "/api/v1/signatures/{name}/aliases/{alias}/promote/": {
+        "post": {
+            "missing_field": ({}, 400),
+            "wrong_type": ({**VALID_PROMOTION, "version": "two"}, 400),
+            # Version 1 is production already.
+            "conflict": (VALID_PROMOTION, 409),
+        }
+    },
+    "/api/v1/evaluations/": {
+        "get": {},
+        "post": {"missing_field": ({}, 400), "wrong_type": ({"signature": 5}, 400)},
+    },
+    "/api/v1/evaluations/{run_id}/": {"get": {}},
+    "/api/v1/evaluations/{run_id}/cancel/": {"post": {}},
+    "/api/v1/evaluations/{run_id}/results/": {"get": {}},
+    "/api/v1/evaluations/compare/": {"get": {"missing_field": ({}, 400)}},
+    "/api/v1/optimizations/": {
+        "get": {},
+        "post": {"missing_field": ({}, 400), "wrong_type": ({"signature": 5}, 400)},
+    },
+    "/api/v1/optimizations/{run_id}/": {"get": {}},
+    "/api/v1/optimizations/{run_id}/cancel/": {"post": {}},
+    "/api/v1/optimizations/{run_id}/promote/": {
+        # The run has no result yet.
+        "post": {"wrong_type": ({"force": "maybe"}, 400), "conflict": ({}, 409)}
+    },
+    "/api/v1/optimizations/optimizers/": {"get": {}},
 }
 # Bodies valid enough to get past validation to the lookup that answers 404.
-LOOKUP_BODIES = {("/api/v1/signatures/{name}/aliases/{alias}/", "put"): VALID_ALIAS_MOVE}
+LOOKUP_BODIES = {
+    ("/api/v1/signatures/{name}/aliases/{alias}/", "put"): VALID_ALIAS_MOVE,
+    ("/api/v1/signatures/{name}/aliases/{alias}/promote/", "post"): VALID_PROMOTION,
+}
 BODY_METHODS = ("post", "put", "patch")
 # Writes that take no body (and so never parse one).
-BODYLESS = {("/api/v1/executions/{id}/cancel", "post")}
+BODYLESS = {
+    ("/api/v1/executions/{id}/cancel", "post"),
+    ("/api/v1/evaluations/{run_id}/cancel/", "post"),
+    ("/api/v1/optimizations/{run_id}/cancel/", "post"),
+}
 ALL_METHODS = ("get", "post", "put", "patch", "delete")
 
 
@@ -130,7 +185,32 @@ def world(db):
         status=Execution.Status.SUCCEEDED,
         finished_at="2026-01-01T00:00:00Z",
     )
-    return {"name": "qa", "number": 1, "alias": "production", "id": str(execution.id)}
+    dataset = dataset_import(
+        signature=signature,
+        name="starter",
+        rows=[{"split": "dev", "question": "What is 2 + 2?", "answer": "4"}],
+    )
+    common = {"dataset": dataset, "dataset_hash": dataset.content_hash, "metric": "exact_match"}
+    EvaluationRun.objects.create(
+        id=RUN_ID, signature_version=version, split="dev", provider=provider, **common
+    )
+    OptimizationRun.objects.create(
+        id=RUN_ID,
+        signature_version=version,
+        train_split="train",
+        dev_split="dev",
+        student_provider=provider,
+        optimizer="labeled_few_shot",
+        **common,
+    )
+    return {
+        "name": "qa",
+        "number": 1,
+        "alias": "production",
+        "id": str(execution.id),
+        "dataset": "starter",
+        "run_id": RUN_ID,
+    }
 
 
 @pytest.fixture
@@ -146,6 +226,8 @@ def _path(template: str, values: dict, *, unknown: bool = False) -> str:
         "number": 99 if unknown else values["number"],
         "alias": values["alias"],
         "id": str(uuid.uuid4()) if unknown else values["id"],
+        "dataset": values["dataset"],
+        "run_id": 999_999 if unknown else values["run_id"],
     }
     if unknown:
         filled["name"] = MISSING

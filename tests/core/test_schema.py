@@ -18,6 +18,8 @@ import schemathesis
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
 from django.core.management import call_command
+from django.core.management.color import no_style
+from django.db import connection
 from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
@@ -32,9 +34,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
+from evaluations.models import OptimizationRun, RunStatus
 from executions.models import Execution
 from providers.services import provider_create
+from registry.models import VersionScore
 from registry.services.aliases import alias_set
+from registry.services.datasets import dataset_import
 from registry.services.signatures import signature_create
 from registry.services.versions import signature_version_create
 from tests.support.engines import ECHO_ENGINE
@@ -215,10 +220,32 @@ def registry_and_providers(transactional_db):
     `vllm-a`, `vllm-b`, `vllm-c` (never reached)."""
     signature = signature_create(name="qa", description="Questions.")
     first = signature_version_create(signature=signature, spec=QA_SPEC).version
-    signature_version_create(
+    second = signature_version_create(
         signature=signature, spec=QA_SPEC | {"instructions": "Answer the question briefly."}
-    )
+    ).version
     alias_set(signature=signature, name="production", version=first)
+    # Its dataset `starter`, version 2 scoring above version 1 on its dev split, and the
+    # optimization run 1 that produced version 2 (what the evaluation, optimization and
+    # promotion examples name).
+    dataset = dataset_import(
+        signature=signature,
+        name="starter",
+        rows=[
+            {"split": split, "question": f"What is {n} + {n}?", "answer": str(2 * n)}
+            for n, split in enumerate(["train", "train", "dev", "dev"], start=1)
+        ],
+    )
+    for version, score in ((first, 0.4), (second, 0.7)):
+        VersionScore.objects.create(
+            signature_version=version,
+            dataset=dataset,
+            dataset_hash=dataset.content_hash,
+            split="dev",
+            metric="exact_match",
+            score=score,
+            examples=2,
+            source=VersionScore.Source.EVALUATION,
+        )
     local = provider_create(
         name="local-default",
         kind="custom",
@@ -238,6 +265,25 @@ def registry_and_providers(transactional_db):
         provider_create(
             name=replica, kind="openai", model="Qwen/Qwen2.5-7B-Instruct", base_url=CLOSED_PORT_URL
         )
+    OptimizationRun.objects.create(
+        id=1,
+        signature_version=first,
+        dataset=dataset,
+        dataset_hash=dataset.content_hash,
+        train_split="train",
+        dev_split="dev",
+        metric="exact_match",
+        student_provider=local,
+        optimizer="bootstrap_few_shot",
+        status=RunStatus.SUCCEEDED,
+        result_version=second,
+        baseline_score=0.4,
+        best_score=0.7,
+    )
+    # Runs the examples create must not collide with the id given above.
+    with connection.cursor() as cursor:
+        for sql in connection.ops.sequence_reset_sql(no_style(), [OptimizationRun]):
+            cursor.execute(sql)
     # The execution the documented path examples name (its re-run example is sent).
     Execution.objects.create(
         id=DOCUMENTED_EXECUTION_ID,

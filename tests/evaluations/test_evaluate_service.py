@@ -50,6 +50,12 @@ def cancelling_metric(example, prediction, trace=None):
     return 1.0
 
 
+@pytest.fixture
+def custom_metrics(settings):
+    """This module's metrics may be named by dotted path."""
+    settings.EVALUATIONS_CUSTOM_METRIC_MODULES = [*settings.EVALUATIONS_CUSTOM_METRIC_MODULES, THIS]
+
+
 # Creating runs ------------------------------------------------------------------------------
 
 
@@ -218,7 +224,7 @@ def test_a_run_whose_every_example_failed_is_failed_without_a_score(
     assert not VersionScore.objects.exists()
 
 
-def test_a_metric_failure_is_the_examples_error(make_evaluation):
+def test_a_metric_failure_is_the_examples_error(make_evaluation, custom_metrics):
     run = evaluation_score_inline(run=make_evaluation(metric=f"{THIS}.picky_metric"))
     assert run.status == RunStatus.SUCCEEDED
     by_question = {r.inputs["question"].split(" (")[0]: r for r in run.results.all()}
@@ -330,7 +336,9 @@ def test_a_queued_run_is_cancelled_at_once(make_evaluation):
     assert not run.results.exists()
 
 
-def test_a_running_run_stops_at_its_next_example_and_keeps_its_results(make_evaluation):
+def test_a_running_run_stops_at_its_next_example_and_keeps_its_results(
+    make_evaluation, custom_metrics
+):
     run = evaluation_score_inline(run=make_evaluation(metric=f"{THIS}.cancelling_metric"))
     assert (run.status, run.error_code) == (RunStatus.CANCELLED, "cancelled")
     # Cancelled while the second dev example was scored: that one is kept, none after it.

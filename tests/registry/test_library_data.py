@@ -196,8 +196,10 @@ def test_every_shipped_starter_dataset_loads_against_its_template(monkeypatch):
         assert f"dataset starter imported ({dataset.example_count} examples)" in out.getvalue()
     for path in LIBRARY_DATA_DIR.glob("*.compiled.json"):
         name = path.name.removesuffix(".compiled.json")
+        built = json.loads(path.read_text())
         production = Alias.objects.get(signature__name=name, name="production").version
-        assert production.compiled_state, f"{path.name} was not loaded (built from other data?)"
+        better = built["result"]["score"] > built["baseline"]["score"]
+        assert bool(production.compiled_state) == better, f"{path.name}: built from other data?"
         assert production.scores.filter(source="library").exists()
 
 
@@ -207,3 +209,14 @@ def test_a_compiled_file_built_for_another_template_version_is_skipped(tmp_path)
     outcome = _load(tmp_path)
     assert "skipped: built for another version of the template" in outcome.detail
     assert Signature.objects.get(name="qa").versions.count() == 1
+
+
+def test_a_compiled_version_no_better_than_the_template_is_not_shipped(tmp_path):
+    _write_rows(tmp_path, ROWS)
+    same = {"score": 0.4, "examples": 50, "ci_low": 0.27, "ci_high": 0.54}
+    _write_compiled(tmp_path, _compiled(STARTER_HASH, result=same))
+    outcome = _load(tmp_path)
+    assert "compiled version not shipped: dev exact_match 0.400" in outcome.detail
+    (plain,) = Signature.objects.get(name="qa").versions.all()
+    assert Alias.objects.get(name="production").version == plain
+    assert plain.scores.get().score == 0.4

@@ -29,8 +29,17 @@ _BOOTSTRAP = (Optimizer.BOOTSTRAP_FEW_SHOT, {"max_bootstrapped_demos": 4, "max_l
 RECIPES: dict[str, tuple[str, dict, str]] = {
     "qa": (*_BOOTSTRAP, "exact_match"),
     "qa_with_context": (*_BOOTSTRAP, "exact_match"),
-    "classify_topic": (*_BOOTSTRAP, "label_accuracy"),
-    "sentiment": (*_BOOTSTRAP, "label_accuracy"),
+    # A demo per label, so that every label has been seen answered.
+    "classify_topic": (
+        Optimizer.BOOTSTRAP_FEW_SHOT,
+        {"max_bootstrapped_demos": 8, "max_labeled_demos": 8},
+        "label_accuracy",
+    ),
+    "sentiment": (
+        Optimizer.BOOTSTRAP_FEW_SHOT,
+        {"max_bootstrapped_demos": 6, "max_labeled_demos": 6},
+        "label_accuracy",
+    ),
     "math_word_problem": (*_BOOTSTRAP, "numeric"),
     "verify_claim": (*_BOOTSTRAP, "exact_match"),
     "summarize": (Optimizer.LABELED_FEW_SHOT, {"k": 2}, "token_f1"),
