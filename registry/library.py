@@ -33,7 +33,9 @@ SIGNATURES: list[dict] = [
                 _field("answer", FieldType.STR, "A short, direct answer, usually a few words.")
             ],
             "module_kind": ModuleKind.PREDICT,
-            "lm_defaults": {"temperature": 0.0, "max_tokens": 128},
+            # A few words need a few tokens; a small model that loops instead (digits, the
+            # same phrase) is cut off here rather than after seconds of output.
+            "lm_defaults": {"temperature": 0.0, "max_tokens": 32},
         },
     },
     {
