@@ -456,6 +456,18 @@ def test_a_custom_metric_sees_the_trace():
     assert metric(example(answer="x"), {}, trace=[]) is True
 
 
+@pytest.mark.parametrize("path", ["os.system", "testsuite.metric", "json:loads"])
+def test_a_custom_metric_outside_the_allowed_modules_is_refused_unimported(path, settings):
+    settings.EVALUATIONS_CUSTOM_METRIC_MODULES = ["tests"]
+    error = invalid(path)
+    assert "EVALUATIONS_CUSTOM_METRIC_MODULES (tests)" in error.errors["metric"][0]["message"]
+
+
+def test_no_custom_metric_is_allowed_by_default(settings):
+    settings.EVALUATIONS_CUSTOM_METRIC_MODULES = []
+    assert "none is" in invalid(FIRST_WORD).errors["metric"][0]["message"]
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [
