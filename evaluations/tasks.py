@@ -1,17 +1,15 @@
 """django-q2 tasks of the evaluations app. They take ids and call services."""
 
 from evaluations.services import lifecycle
+from evaluations.services.evaluate import evaluation_process
+from evaluations.services.optimize import optimization_process
 
 
 def evaluation_run(run_id: int) -> str:
-    from evaluations.services.evaluate import evaluation_process
-
     return evaluation_process(run_id=run_id)
 
 
 def optimization_run(run_id: int) -> str:
-    from evaluations.services.optimize import optimization_process
-
     return optimization_process(run_id=run_id)
 
 
