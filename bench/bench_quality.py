@@ -18,17 +18,11 @@ with short answers and a p50 under 500 ms, sentiment and classify_topic 22/24.
 
 import argparse
 import json
-import os
 import re
-import socket
 import statistics
 import string
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks_file import benchmarks_section_write  # noqa: E402
+from service import Service, execute  # noqa: E402
 
 SECTION_START = "<!-- bench_quality: start -->"
 SECTION_END = "<!-- bench_quality: end -->"
@@ -61,102 +56,9 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def read_rows(name: str) -> list[dict]:
     path = HELDOUT_DIR / name
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-class Service:
-    """The quick start's service in a fresh var directory."""
-
-    def __init__(self, var_dir: Path) -> None:
-        self.var_dir = var_dir
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        models = REPO_ROOT / "var" / "models"
-        (var_dir / "models").symlink_to(models, target_is_directory=True)
-        self.env = os.environ | {
-            "DJANGO_SETTINGS_MODULE": "config.settings.local",
-            "DSPY_TOOLKIT_VAR_DIR": str(var_dir),
-            "DJANGO_SUPERUSER_PASSWORD": "bench-quality",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.env.pop("DATABASE_URL", None)
-        self.env.pop("REDIS_URL", None)
-        self.process: subprocess.Popen | None = None
-
-    def manage(self, *args: str) -> str:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO_ROOT,
-            env=self.env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-
-    def start(self) -> float:
-        self.manage("bootstrap")
-        started = time.monotonic()
-        log = open(self.var_dir / "serve.log", "w")  # noqa: SIM115 (closed with the process)
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as answer:  # noqa: S310
-                    if answer.status == 200:
-                        return time.monotonic() - started
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serve exited: see {self.var_dir / 'serve.log'}")
-            time.sleep(0.5)
-        raise RuntimeError("the service did not become ready within 180 s")
-
-    def api_key(self) -> str:
-        output = self.manage("executions_create_api_key", "bench-quality")
-        return next(
-            line.strip()
-            for line in output.splitlines()
-            if line.strip() and "." in line and " " not in line.strip()
-        )
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def execute(base: str, key: str, signature: str, inputs: dict) -> tuple[dict, float]:
-    body = json.dumps({"signature": signature, "inputs": inputs}).encode()
-    request = urllib.request.Request(  # noqa: S310 (a local URL)
-        f"{base}/api/v1/dspy/execute",
-        data=body,
-        headers={"Content-Type": "application/json", "Authorization": f"Api-Key {key}"},
-        method="POST",
-    )
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310
-            payload = json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        payload = json.loads(error.read() or b"{}")
-    return payload, (time.perf_counter() - started) * 1000
 
 
 def percentile(values: list[float], fraction: float) -> float:
