@@ -32,6 +32,10 @@ TERMINAL_STATUSES = (
     ExecutionStatus.CANCELLED,
 )
 
+# The `core.notify` channel on which a process that finishes an execution says so (the
+# payload is its id), for the sync requests waiting on it.
+EXECUTION_FINISHED_CHANNEL = "execution_finished"
+
 
 class ExecutionMode(models.TextChoices):
     SYNC = "sync", "Synchronous (the request waits)"

@@ -4,17 +4,20 @@ The reads an API answer depends on are retried briefly on a new connection after
 (`core.db`), so that a request whose execution was written still answers with it.
 """
 
-import time
 import uuid
 
 from django.db.models import Q, QuerySet
 
 from core.db import REQUEST_RETRY, db_retry
-from executions.models import Execution, ExecutionAttempt
+from core.notify import wait_until
+from executions.models import EXECUTION_FINISHED_CHANNEL, Execution, ExecutionAttempt
 
-# The sync API polls the row: often at first (a short local answer takes a few hundred
-# milliseconds, and every pause is latency added to it), then backing off gently so a long
-# wait costs a query every half second at most.
+# Without live notifications the sync API polls the row: often at first (a short local answer
+# takes a few hundred milliseconds, and every pause is latency added to it), then backing off
+# gently so a long wait costs a query every half second at most. With them, it reads again
+# when notified, and at least this often in case a notification was lost (a finish that
+# sends none, such as the reaper's, or a listener that reconnected).
+_NOTIFIED_FALLBACK_S = 1.0
 _POLL_FIRST_S = 0.01
 _POLL_GROWTH = 1.25
 _POLL_MAX_S = 0.5
@@ -46,17 +49,22 @@ def execution_wait_all(
 ) -> dict[uuid.UUID, Execution]:
     """The executions by id once all have finished, or as they are when `timeout_s` has passed.
 
-    One query per poll, however many executions there are.
-    """
-    deadline = time.monotonic() + timeout_s
-    pause = _POLL_FIRST_S
-    while True:
+    Woken by the notification of each finish (`core.notify`), it reads the rows once at
+    the start and once per notification (or per fallback pause), one query however many
+    executions there are."""
+
+    def read() -> tuple[dict[uuid.UUID, Execution], bool]:
         executions = db_retry(lambda: execution_list().in_bulk(execution_ids), policy=REQUEST_RETRY)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or all(execution.is_finished for execution in executions.values()):
-            return executions
-        time.sleep(min(pause, remaining))
-        pause = min(pause * _POLL_GROWTH, _POLL_MAX_S)
+        return executions, all(execution.is_finished for execution in executions.values())
+
+    return wait_until(
+        read,
+        channel=EXECUTION_FINISHED_CHANNEL,
+        keys=[str(execution_id) for execution_id in execution_ids],
+        timeout_s=timeout_s,
+        fallback_s=_NOTIFIED_FALLBACK_S,
+        poll_schedule=(_POLL_FIRST_S, _POLL_GROWTH, _POLL_MAX_S),
+    )
 
 
 def execution_wait(*, execution_id: uuid.UUID, timeout_s: float) -> Execution:

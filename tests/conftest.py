@@ -8,11 +8,20 @@ from typing import IO
 
 import pytest
 
+from core import notify
 from tests.support.processes import stop
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.soak"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def notification_listeners_stopped(django_db_setup, django_db_blocker):
+    """The notification listeners of this process hold a connection to the test database:
+    closed before it is dropped (set up after the database, so torn down before it)."""
+    yield
+    notify.listeners_stop()
 
 
 @pytest.fixture

@@ -208,6 +208,18 @@ SPECTACULAR_SETTINGS = {
 # provider names the one whose workers load its model and run its executions
 # (`Provider.serving_cluster`); the first one serves those that name none. Every machine must
 # be given the same list: the web processes route by it and the workers warm up by it.
+# Cross-process wake-ups (`core.notify`): a sync request learns its execution finished, and an
+# idle cluster that a task arrived, the moment it is committed. auto: PostgreSQL's
+# LISTEN/NOTIFY when the database is PostgreSQL, else Redis pub/sub when REDIS_URL is set, else
+# datagrams between the local processes (the embedded SQLite default); off: polling.
+NOTIFY_BACKEND = env.get("NOTIFY_BACKEND", "auto")
+# Successful django-q2 tasks kept for the admin's "Delivered tasks" page (the newest).
+Q_SUCCESSES_KEPT = env.get_int("Q_SUCCESSES_KEPT", 1000)
+if NOTIFY_BACKEND not in ("auto", "postgres", "redis", "local", "off"):
+    raise ImproperlyConfigured(
+        f"NOTIFY_BACKEND must be one of auto, postgres, redis, local, off: got {NOTIFY_BACKEND!r}."
+    )
+
 Q_INFERENCE_CLUSTERS = env.get_list("Q_INFERENCE_CLUSTERS", ["inference"])
 if (
     not Q_INFERENCE_CLUSTERS
@@ -229,12 +241,16 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
-    # How long an idle ORM-broker cluster sleeps between looks at its queue: the wait a task
-    # can spend before a worker sees it, so a sync execution's latency. A look is one indexed
-    # query (20 a second per idle cluster); the Redis broker blocks instead and never polls.
+    # How long an idle ORM-broker cluster sleeps between looks at its queue when notifications
+    # are off (NOTIFY_BACKEND): with them, the pusher waits for the enqueue's notification
+    # (`executions.broker.NotifiedORM`). The Redis broker blocks instead and never polls.
     "poll": 0.05,
-    "save_limit": 1000,
-    "recycle": 500,
+    # No pruning when a task is saved: django-q2 prunes by locking every kept row on each save
+    # (a thousand rows per task). The reaper's schedule keeps the newest Q_SUCCESSES_KEPT.
+    "save_limit": 0,
+    # A worker process is replaced after this many tasks; a new one imports DSPy again
+    # (seconds of CPU), so not often.
+    "recycle": 10_000,
     "queue_limit": 50,
     "label": "Task queue",
     "ALT_CLUSTERS": {
@@ -253,6 +269,7 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "executions.broker.NotifiedORM"
 Q_CLUSTER["sync"] = env.get_bool("Q_SYNC", False)
 
 LOGGING = {

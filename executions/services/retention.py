@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_q.models import Success
 
 from executions.models import TERMINAL_STATUSES, Execution, ExecutionAttempt
 from executions.services._common import Clock
@@ -101,3 +102,14 @@ def execution_prune_expired(*, now: Clock = timezone.now) -> str:
         cutoff.isoformat(),
     )
     return f"deleted {result.executions} executions and {result.attempts} attempts"
+
+
+def delivered_tasks_prune(*, keep: int) -> int:
+    """Delete django-q2's successful tasks beyond the newest `keep` (the admin's "Delivered
+    tasks"): what django-q2's `save_limit` does on every save, once a minute instead."""
+    newest = Success.objects.order_by("-stopped").values_list("stopped", flat=True)[keep : keep + 1]
+    boundary = next(iter(newest), None)
+    if boundary is None:
+        return 0
+    deleted, _ = Success.objects.filter(stopped__lte=boundary).delete()
+    return deleted

@@ -12,13 +12,19 @@ from typing import Any
 
 import dspy
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from dspy.utils.exceptions import AdapterParseError
 
 from core.db import CONNECTION_ERRORS, db_retry
-from executions.models import Execution, ExecutionAttempt, FailureCause
+from core.notify import notify
+from executions.models import (
+    EXECUTION_FINISHED_CHANNEL,
+    Execution,
+    ExecutionAttempt,
+    FailureCause,
+)
 from executions.services._common import Clock, error_fields
 from executions.signals import (
     AttemptOutcome,
@@ -30,9 +36,29 @@ from providers.calls import ProviderCall, provider_call
 from providers.exceptions import LMMalformedResponseError
 from providers.models import Provider
 from providers.selectors import provider_fallback_chain
-from registry.services.versions import signature_version_build
+from registry.services.versions import signature_version_program
 
 logger = logging.getLogger(__name__)
+
+
+def _claim_sql() -> str:
+    quote = connection.ops.quote_name
+    return (
+        f"UPDATE {quote(Execution._meta.db_table)} SET {quote('status')} = 'running', "  # noqa: S608
+        f"{quote('attempts')} = {quote('attempts')} + 1, {quote('started_at')} = %s, "
+        f"{quote('heartbeat_at')} = %s WHERE {quote('id')} = %s AND {quote('status')} = 'queued' "
+        f"RETURNING {quote('attempts')}"
+    )
+
+
+assert Execution.Status.RUNNING == "running" and Execution.Status.QUEUED == "queued"
+
+
+def _claim_params(execution_id: uuid.UUID | str, moment: datetime) -> list[Any]:
+    # As the ORM would send them (SQLite keeps UUIDs as hex text, PostgreSQL as uuid).
+    when = Execution._meta.get_field("started_at").get_db_prep_value(moment, connection)
+    key = Execution._meta.pk.get_db_prep_value(uuid.UUID(str(execution_id)), connection)
+    return [when, when, key]
 
 
 @dataclass(frozen=True)
@@ -55,14 +81,13 @@ def execution_claim(*, execution_id: uuid.UUID | str, now: Clock = timezone.now)
     def claim() -> int | None:
         nonlocal tries
         tries += 1
-        claimed = Execution.objects.filter(id=execution_id, status=Execution.Status.QUEUED).update(
-            status=Execution.Status.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=moment,
-            heartbeat_at=moment,
-        )
-        if not claimed and tries == 1:
-            return None
+        # One statement: the update and the attempt count it made.
+        with connection.cursor() as cursor:
+            cursor.execute(_claim_sql(), _claim_params(execution_id, moment))
+            row = cursor.fetchone()
+        if row is not None or tries == 1:
+            return row[0] if row else None
+        # A retry: the first try's update may have gone through unseen.
         return (
             Execution.objects.filter(
                 id=execution_id, status=Execution.Status.RUNNING, started_at=moment
@@ -307,6 +332,9 @@ class _Run:
     def _finished(
         self, finished: bool, *, moment: datetime, execution_time_s: float, fields: dict[str, Any]
     ) -> None:
+        if finished:
+            # Whoever waits for it (a sync request) reads it now, not at its next poll.
+            notify(EXECUTION_FINISHED_CHANNEL, str(self.claim.execution_id))
         if not finished:
             logger.warning(
                 "Execution %s run %s finished after it was taken away from this worker; "
@@ -327,17 +355,29 @@ class _Run:
             )
 
 
-def execution_process(*, claim: Claim, now: Clock = timezone.now) -> str:
-    """Run a claimed execution: each provider of the requested provider's fallback chain in
-    turn, skipping those whose breaker is open and moving on after a counted failure, until
-    one answers. Returns the final status."""
+def _load_query(execution_id: uuid.UUID) -> Execution:
+    return Execution.objects.select_related(
+        "signature_version__signature", "requested_provider"
+    ).get(id=execution_id)
+
+
+def execution_load(*, claim: Claim) -> Execution:
+    """The claimed execution with what running it reads (its version, its provider)."""
+    return db_retry(lambda: _load_query(claim.execution_id))
+
+
+def execution_process(
+    *, claim: Claim, execution: Execution | None = None, now: Clock = timezone.now
+) -> str:
+    """Run a claimed execution (`execution`, when the caller loaded it already): each provider
+    of the requested provider's fallback chain in turn, skipping those whose breaker is open
+    and moving on after a counted failure, until one answers. Returns the final status."""
     run = _Run(claim=claim, now=now)
+    loaded = execution
 
     def load() -> tuple[Execution, dspy.Module, list[Provider]]:
-        execution = Execution.objects.select_related(
-            "signature_version__signature", "requested_provider"
-        ).get(id=claim.execution_id)
-        program = signature_version_build(version=execution.signature_version)
+        execution = loaded if loaded is not None else _load_query(claim.execution_id)
+        program = signature_version_program(version=execution.signature_version)
         return execution, program, provider_fallback_chain(provider=execution.requested_provider)
 
     try:

@@ -3,6 +3,8 @@
 Saved versions never change; a new behaviour is a new version with the next number.
 """
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,3 +79,31 @@ def signature_version_build(*, version: SignatureVersion) -> dspy.Module:
     new module, so callers may configure it freely.
     """
     return program_build(name=version.signature.name, behaviour=version.behaviour())
+
+
+# Programs built once per process and shared (`signature_version_program`): one per version in
+# use, so a few hundred cover any service, and an entry is a few kilobytes of Python objects.
+_PROGRAMS_KEPT = 256
+_programs: "OrderedDict[tuple[str, str], dspy.Module]" = OrderedDict()
+_programs_lock = threading.Lock()
+
+
+def signature_version_program(*, version: SignatureVersion) -> dspy.Module:
+    """The runnable module of ``version``, built once per process and shared by every caller
+    and thread: do not configure or compile it (``signature_version_build`` gives a module of
+    your own). Building one (the signature class, the module, its demos) costs milliseconds,
+    more than a fast provider's whole call; a version never changes, so neither does its
+    program. Kept by the version's content, so a new version, or another database whose ids
+    repeat (tests), never meets another's program."""
+    key = (version.signature.name, version.content_hash)
+    with _programs_lock:
+        program = _programs.get(key)
+        if program is not None:
+            _programs.move_to_end(key)
+            return program
+    program = signature_version_build(version=version)
+    with _programs_lock:
+        _programs[key] = program
+        while len(_programs) > _PROGRAMS_KEPT:
+            _programs.popitem(last=False)
+    return program

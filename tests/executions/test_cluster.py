@@ -139,9 +139,17 @@ def test_one_inference_worker_runs_queued_local_executions_together(
     ]
     start_cluster("inference")
     _wait_for(lambda: Success.objects.count() == 4, timeout=200, what="the four tasks")
+    # The first task handed all four to the batch (and returned); the other three found them
+    # claimed.
     results = list(Success.objects.values_list("result", flat=True))
     together = [result for result in results if not result.startswith("not queued")]
     assert len(together) == 1
+    assert together[0].startswith("running in the batch")
     assert all(execution_id in together[0] for execution_id in ids)
+    _wait_for(
+        lambda: not Execution.objects.exclude(status="succeeded").exists(),
+        timeout=200,
+        what="the four executions",
+    )
     statuses = set(Execution.objects.values_list("status", flat=True))
     assert statuses == {"succeeded"}, list(Execution.objects.values("error_message"))

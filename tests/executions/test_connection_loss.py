@@ -371,7 +371,9 @@ def test_on_the_redis_broker_a_task_no_longer_in_its_list_is_stranded(monkeypatc
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except redis.exceptions.ConnectionError:
         pytest.skip("no Redis server reachable (set TEST_REDIS_URL)")
+    # As the settings configure the Redis broker: no ORM, no broker class of the project's.
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
     monkeypatch.setattr(Conf, "REDIS", url)
     broker = get_broker(list_key="reaper-test")
     broker.delete_queue()
