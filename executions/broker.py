@@ -21,10 +21,6 @@ from django_q.signing import BadSignature, SignedPackage
 
 from core import notify
 
-# How long an idle cluster's pusher waits for a notification before it looks at the queue
-# anyway: the fallback when a notification is lost, and how soon it sees a stop request.
-IDLE_WAIT_S = 1.0
-
 
 def tasks_channel(queue: str) -> str:
     """The notification channel of one broker queue."""
@@ -51,7 +47,8 @@ class NotifiedORM(ORM):
                     # The ORM broker's own pause: the poll interval.
                     subscription.wait(Conf.POLL)
                 return tasks or None
-            if subscription.wait(IDLE_WAIT_S):
+            # Until the next look anyway (`Q_IDLE_LOOK_S`), which is also how soon it sees a stop.
+            if subscription.wait(settings.Q_IDLE_LOOK_S):
                 return self._pull() or None
             return None
 

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from django.dispatch import Signal
 
+from core.notify import notify
+from executions.models import EXECUTION_FINISHED_CHANNEL
+
 logger = logging.getLogger(__name__)
 
 
@@ -89,6 +92,9 @@ def execution_outcome(execution, *, fallback_hops: int = 0, **changes) -> Execut
 
 
 def send_execution_finished(outcome: ExecutionOutcome) -> None:
+    """Tell this process's receivers (metrics) and every process waiting on the execution
+    (sync requests, `core.notify`) that it finished; called once its finish is committed."""
+    notify(EXECUTION_FINISHED_CHANNEL, outcome.execution_id)
     # A listener's failure (a metric that cannot be written) must never fail an execution
     # whose outcome is already committed: it is logged and ignored.
     for receiver, response in execution_finished.send_robust(

@@ -213,6 +213,9 @@ SPECTACULAR_SETTINGS = {
 # LISTEN/NOTIFY when the database is PostgreSQL, else Redis pub/sub when REDIS_URL is set, else
 # datagrams between the local processes (the embedded SQLite default); off: polling.
 NOTIFY_BACKEND = env.get("NOTIFY_BACKEND", "auto")
+# With notifications, how often an idle ORM-broker cluster looks at its queue anyway: for a
+# task whose lock expired (pulled by a cluster that died) and a notification that was lost.
+Q_IDLE_LOOK_S = env.get_float("Q_IDLE_LOOK_S", 1.0)
 # Successful django-q2 tasks kept for the admin's "Delivered tasks" page (the newest).
 Q_SUCCESSES_KEPT = env.get_int("Q_SUCCESSES_KEPT", 1000)
 if NOTIFY_BACKEND not in ("auto", "postgres", "redis", "local", "off"):

@@ -18,13 +18,7 @@ from django.utils import timezone
 from dspy.utils.exceptions import AdapterParseError
 
 from core.db import CONNECTION_ERRORS, db_retry
-from core.notify import notify
-from executions.models import (
-    EXECUTION_FINISHED_CHANNEL,
-    Execution,
-    ExecutionAttempt,
-    FailureCause,
-)
+from executions.models import Execution, ExecutionAttempt, FailureCause
 from executions.services._common import Clock, error_fields
 from executions.signals import (
     AttemptOutcome,
@@ -332,9 +326,6 @@ class _Run:
     def _finished(
         self, finished: bool, *, moment: datetime, execution_time_s: float, fields: dict[str, Any]
     ) -> None:
-        if finished:
-            # Whoever waits for it (a sync request) reads it now, not at its next poll.
-            notify(EXECUTION_FINISHED_CHANNEL, str(self.claim.execution_id))
         if not finished:
             logger.warning(
                 "Execution %s run %s finished after it was taken away from this worker; "
