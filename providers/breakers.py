@@ -8,6 +8,27 @@ their rates decide between closing and opening again. Every read-modify-write ha
 the breaker's row lock (`select_for_update`), so web and worker processes agree on one state
 and half-open never admits more trial calls than configured.
 
+Calls that change nothing take no lock and write nothing: every call of a provider reads its
+one breaker row, and a lock on it would make all of them (every process's) wait in turn.
+- Asking permission reads the row as last committed, with a plain SELECT. A closed breaker
+  admits as it stands, and so does an open one refuse (its wait not yet over, or forced), and
+  a half-open one whose trial permits are all taken (its wait for them not yet over). A
+  transition another process makes meanwhile is then ordered after this answer: a valid serial
+  order, so the guarantees stay those of the locked path. Only an answer that changes the row
+  (a trial permit taken, an open whose wait is over, a half-open whose trials were lost) takes
+  the lock, reading the row again under it, so the permits are still counted exactly.
+- A plain success in a closed breaker whose window is full of plain successes would append
+  `s` and drop an `s`: the same window, no rate above zero (thresholds are positive), no
+  transition. It is read unlocked and not written at all, exactly as if it had been recorded
+  just before any concurrent change. Any other outcome (a failure, a slow call, a window not
+  yet full or holding a failure, half-open) keeps the locked read-modify-write, so counting
+  stays exact: a success that pushes a failure out of the window is written.
+- Handing a permit back matters only half-open with a permit out; otherwise it reads and stops.
+A healthy provider's call thus costs two plain SELECTs on its breaker row instead of two
+locked transactions (ten statements with their BEGIN and COMMIT). Not chosen: counters
+aggregated on a schedule would open the breaker late, and an atomic UPDATE per call would
+still write (and lock, briefly) the one row on every call.
+
 Time comes from a `now` callable so tests drive transitions without sleeping.
 
 The calls that bracket a provider call (permission, outcome) are retried after a lost
@@ -69,9 +90,24 @@ def breaker_get_or_create(*, provider: Provider) -> CircuitBreaker:
     return breaker
 
 
+def _committed(provider: Provider) -> CircuitBreaker | None:
+    """The provider's breaker as last committed, read without a lock; None before first use."""
+    try:
+        return CircuitBreaker.objects.get(provider=provider)
+    except CircuitBreaker.DoesNotExist:
+        return None
+
+
 def _locked(provider: Provider) -> CircuitBreaker:
-    breaker_get_or_create(provider=provider)
-    return CircuitBreaker.objects.select_for_update().get(provider=provider)
+    """The provider's breaker, its row locked until the transaction ends (created if missing)."""
+    try:
+        breaker = CircuitBreaker.objects.select_for_update().get(provider=provider)
+    except CircuitBreaker.DoesNotExist:
+        breaker_get_or_create(provider=provider)
+        breaker = CircuitBreaker.objects.select_for_update().get(provider=provider)
+    # Spares a transition the query for the provider's name.
+    breaker.provider = provider
+    return breaker
 
 
 def _transition(breaker: CircuitBreaker, *, to: str, reason: str, now: datetime) -> None:
@@ -134,61 +170,108 @@ def _trip_reason(breaker: CircuitBreaker, outcomes: list[str]) -> str | None:
     return None
 
 
-def _expire_states(breaker: CircuitBreaker, *, now: datetime) -> None:
-    """Apply the transitions that only the passing of time causes."""
+def _due_transition(breaker: CircuitBreaker, *, now: datetime) -> tuple[str, str] | None:
+    """The transition that only the passing of time causes, due at `now`: (to, reason)."""
     if (
         breaker.state == CircuitBreaker.State.OPEN
         and not breaker.forced
         and now >= breaker.state_changed_at + timedelta(seconds=breaker.open_duration_s)
     ):
-        _transition(
-            breaker,
-            to=CircuitBreaker.State.HALF_OPEN,
-            reason=f"open for {breaker.open_duration_s:g}s: admitting trial calls",
-            now=now,
+        return (
+            CircuitBreaker.State.HALF_OPEN,
+            f"open for {breaker.open_duration_s:g}s: admitting trial calls",
         )
-    elif (
+    if (
         breaker.state == CircuitBreaker.State.HALF_OPEN
         and breaker.half_open_permits_issued >= breaker.half_open_permitted_calls
         and now >= breaker.state_changed_at + timedelta(seconds=breaker.half_open_max_wait_s)
     ):
-        _transition(
-            breaker,
-            to=CircuitBreaker.State.OPEN,
-            reason=(
-                f"trial calls did not all report back within {breaker.half_open_max_wait_s:g}s"
-            ),
-            now=now,
+        return (
+            CircuitBreaker.State.OPEN,
+            f"trial calls did not all report back within {breaker.half_open_max_wait_s:g}s",
         )
+    return None
+
+
+def _expire_states(breaker: CircuitBreaker, *, now: datetime) -> None:
+    """Apply the transitions that only the passing of time causes."""
+    due = _due_transition(breaker, now=now)
+    if due:
+        to, reason = due
+        _transition(breaker, to=to, reason=reason, now=now)
+
+
+def _refuses_as_it_stands(breaker: CircuitBreaker, *, now: datetime) -> bool:
+    """Whether the breaker refuses a call at `now` without a change of its own: open with its
+    wait not over (or forced), or half-open with every trial permit taken and its wait for
+    them not over."""
+    if _due_transition(breaker, now=now):
+        return False
+    if breaker.state == CircuitBreaker.State.OPEN:
+        return True
+    return (
+        breaker.state == CircuitBreaker.State.HALF_OPEN
+        and breaker.half_open_permits_issued >= breaker.half_open_permitted_calls
+    )
 
 
 @db_retrying()
-@transaction.atomic
-def breaker_acquire_permission(*, provider: Provider, now: Clock = timezone.now) -> bool:
-    """Ask to call the provider: True admits the call (and, half-open, takes a trial permit).
+def breaker_admit_call(*, provider: Provider, now: Clock = timezone.now) -> str | None:
+    """Ask to call the provider: the state that admits the call (`closed`, or `half_open` for a
+    trial call, which takes a trial permit), None when the breaker refuses it.
 
     Every admitted call must be reported with `breaker_record_success`,
-    `breaker_record_failure` or `breaker_release_permission`.
+    `breaker_record_failure` or `breaker_release_permission`. Only an answer that changes the
+    breaker takes its row lock (see the module).
     """
+    breaker = _committed(provider) or breaker_get_or_create(provider=provider)
+    if breaker.state == CircuitBreaker.State.CLOSED:
+        return CircuitBreaker.State.CLOSED
+    if _refuses_as_it_stands(breaker, now=now()):
+        return None
+    return _admit_locked(provider=provider, now=now)
+
+
+def breaker_acquire_permission(*, provider: Provider, now: Clock = timezone.now) -> bool:
+    """Ask to call the provider: True admits the call (see `breaker_admit_call`)."""
+    return breaker_admit_call(provider=provider, now=now) is not None
+
+
+@transaction.atomic
+def _admit_locked(*, provider: Provider, now: Clock) -> str | None:
     breaker = _locked(provider)
     moment = now()
     previous_state = breaker.state
     _expire_states(breaker, now=moment)
     changed = breaker.state != previous_state
-    permitted = False
+    admitted_as = None
     if breaker.state == CircuitBreaker.State.CLOSED:
-        permitted = True
+        admitted_as = CircuitBreaker.State.CLOSED
     elif (
         breaker.state == CircuitBreaker.State.HALF_OPEN
         and breaker.half_open_permits_issued < breaker.half_open_permitted_calls
     ):
         breaker.half_open_permits_issued += 1
-        permitted = changed = True
+        admitted_as = CircuitBreaker.State.HALF_OPEN
+        changed = True
     if changed:
         breaker.save(update_fields=STATE_FIELDS)
-    return permitted
+    return admitted_as
 
 
+def _success_changes_nothing(breaker: CircuitBreaker | None, *, duration_s: float) -> bool:
+    """Whether recording a success of `duration_s` leaves the breaker as it is: a plain success
+    in a closed breaker whose full window holds only plain successes (see the module)."""
+    return (
+        breaker is not None
+        and breaker.state == CircuitBreaker.State.CLOSED
+        and duration_s < breaker.slow_call_duration_s
+        and len(breaker.window) == breaker.sliding_window_size
+        and all(outcome == SUCCESS for outcome in breaker.window)
+    )
+
+
+@transaction.atomic
 def _record(provider: Provider, *, failed: bool, duration_s: float, now: Clock) -> None:
     breaker = _locked(provider)
     moment = now()
@@ -227,16 +310,18 @@ def _record(provider: Provider, *, failed: bool, duration_s: float, now: Clock) 
 
 
 @db_retrying()
-@transaction.atomic
 def breaker_record_success(
     *, provider: Provider, duration_s: float, now: Clock = timezone.now
 ) -> None:
-    """Report an admitted call that succeeded (slow if it took `slow_call_duration_s` or more)."""
+    """Report an admitted call that succeeded (slow if it took `slow_call_duration_s` or more).
+
+    A success that changes nothing is read without a lock and not written (see the module)."""
+    if _success_changes_nothing(_committed(provider), duration_s=duration_s):
+        return
     _record(provider, failed=False, duration_s=duration_s, now=now)
 
 
 @db_retrying()
-@transaction.atomic
 def breaker_record_failure(
     *, provider: Provider, duration_s: float, now: Clock = timezone.now
 ) -> None:
@@ -244,17 +329,30 @@ def breaker_record_failure(
     _record(provider, failed=True, duration_s=duration_s, now=now)
 
 
+def _permit_out(breaker: CircuitBreaker | None) -> bool:
+    """Whether a half-open breaker has a trial permit out that has not reported back."""
+    return (
+        breaker is not None
+        and breaker.state == CircuitBreaker.State.HALF_OPEN
+        and breaker.half_open_permits_issued > len(breaker.half_open_outcomes)
+    )
+
+
 @db_retrying()
-@transaction.atomic
 def breaker_release_permission(*, provider: Provider) -> None:
     """Report an admitted call whose outcome says nothing about the provider (not counted).
 
-    Half-open, it hands the trial permit back so that another call can take it.
+    Half-open, it hands the trial permit back so that another call can take it; in any other
+    state there is nothing to hand back, and nothing is locked.
     """
+    if _permit_out(_committed(provider)):
+        _release_locked(provider)
+
+
+@transaction.atomic
+def _release_locked(provider: Provider) -> None:
     breaker = _locked(provider)
-    if breaker.state == CircuitBreaker.State.HALF_OPEN and breaker.half_open_permits_issued > len(
-        breaker.half_open_outcomes
-    ):
+    if _permit_out(breaker):
         breaker.half_open_permits_issued -= 1
         breaker.save(update_fields=STATE_FIELDS)
 

@@ -22,11 +22,10 @@ from django.utils import timezone
 from dspy.utils.callback import BaseCallback
 from dspy.utils.exceptions import AdapterParseError, LMUnexpectedError
 
-from core.db import db_retry
 from core.generation import GENERATION_SETTINGS
 from core.secrets import known_secrets, redact, scrub
 from providers.breakers import (
-    breaker_acquire_permission,
+    breaker_admit_call,
     breaker_counts_failure,
     breaker_record_failure,
     breaker_record_success,
@@ -334,17 +333,6 @@ def provider_trace_texts(*, provider: Provider, trace: CallTrace) -> dict[str, s
     }
 
 
-def _breaker_state(provider: Provider) -> str:
-    # Retried like the breaker's own calls around it: a lost connection must not lose a call
-    # whose permission is already taken.
-    return db_retry(
-        lambda: (
-            CircuitBreaker.objects.filter(provider=provider).values_list("state", flat=True).first()
-            or ""
-        )
-    )
-
-
 def _scrubbed(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
         return redact(value, secrets=secrets)
@@ -398,11 +386,13 @@ def provider_call(
                 now=now,
                 keep_trace=keep_trace,
                 started_at=started_at,
+                breaker_state=lease.breaker_state,
             )
         finally:
             pool_release(lease=lease)
         return dataclasses.replace(call, pool=provider)
-    if not breaker_acquire_permission(provider=provider, now=now):
+    admitted_as = breaker_admit_call(provider=provider, now=now)
+    if admitted_as is None:
         return ProviderCall(
             provider=provider,
             started_at=started_at,
@@ -419,6 +409,7 @@ def provider_call(
         now=now,
         keep_trace=keep_trace,
         started_at=started_at,
+        breaker_state=admitted_as,
     )
 
 
@@ -431,11 +422,10 @@ def _admitted_call(
     now: Clock,
     keep_trace: bool,
     started_at: datetime,
+    breaker_state: str,
 ) -> ProviderCall:
-    """The call of a provider whose breaker admitted it, reported to the breaker."""
-    # Read after the permission: the state that admitted the call (closed, or half-open for a
-    # trial call).
-    breaker_state = _breaker_state(provider)
+    """The call of a provider whose breaker admitted it in `breaker_state` (closed, or
+    half-open for a trial call), reported to the breaker."""
     trace = CallTrace()
     clock = time.perf_counter()
     try:

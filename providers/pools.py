@@ -26,7 +26,7 @@ without it.
 
 import random
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -35,7 +35,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from core.db import db_retry, db_retrying
-from providers.breakers import breaker_acquire_permission
+from providers.breakers import breaker_admit_call
 from providers.models import CircuitBreaker, PoolCursor, Provider, ProviderLease, ProviderPoolMember
 from providers.selectors import provider_breaker_statuses, provider_pool_members
 
@@ -49,6 +49,9 @@ class PoolLease:
     pool: Provider
     member: Provider
     lease_id: int
+    # The member's breaker state that admitted the call (see `breaker_admit_call`); "" while
+    # the lease is taken but not yet admitted.
+    breaker_state: str = ""
 
 
 def pool_outstanding(*, members: Collection[Provider], now: datetime) -> dict[int, int]:
@@ -158,8 +161,9 @@ def pool_select_member(
     ]
     while links:
         lease = _take_lease(pool=pool, links=links, now=moment, rng=rng)
-        if breaker_acquire_permission(provider=lease.member, now=lambda: moment):
-            return lease
+        admitted_as = breaker_admit_call(provider=lease.member, now=lambda: moment)
+        if admitted_as is not None:
+            return replace(lease, breaker_state=admitted_as)
         pool_release(lease=lease)
         links = [link for link in links if link.member_id != lease.member.pk]
     return None
