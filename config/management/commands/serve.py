@@ -69,6 +69,15 @@ class Command(BaseCommand):
             help="gunicorn worker processes",
         )
         parser.add_argument(
+            "--web-threads",
+            type=int,
+            default=env.get_int("WEB_THREADS", 8),
+            help=(
+                "threads per gunicorn worker: requests served at once by each, a sync execute "
+                "holding one while it waits (woken by its execution's notification)"
+            ),
+        )
+        parser.add_argument(
             "--stop-timeout",
             type=float,
             default=20.0,
@@ -111,6 +120,7 @@ class Command(BaseCommand):
         host: str,
         port: int,
         web_workers: int,
+        web_threads: int,
         stop_timeout: float,
         clusters: str | None,
         no_web: bool,
@@ -139,6 +149,7 @@ class Command(BaseCommand):
                 host=host,
                 port=port,
                 web_workers=web_workers,
+                web_threads=web_threads,
                 metrics_directory=metrics_directory,
                 clusters=cluster_names,
                 web=not no_web,
@@ -184,6 +195,7 @@ class Command(BaseCommand):
         host: str,
         port: int,
         web_workers: int,
+        web_threads: int,
         metrics_directory: Path,
         clusters: list[str],
         web: bool,
@@ -205,7 +217,7 @@ class Command(BaseCommand):
             "--worker-class",
             "gthread",
             "--threads",
-            "8",
+            str(web_threads),
             "--timeout",
             "120",
             "--graceful-timeout",
