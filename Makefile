@@ -12,8 +12,8 @@ lint:
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
-bench:
-	.venv/bin/python bench/run.py
+bench:  ## every benchmark, then BENCHMARKS.md's machine section and the plots (ARGS=--quick: a short bench_service)
+	.venv/bin/python bench/run.py $(ARGS)
 
 soak:  ## the long fault, overload and fuzz tests (marked soak), stopped after 45 minutes
 	SOAK=1 timeout 2700 .venv/bin/python -m pytest -m soak -q -s -p no:cacheprovider

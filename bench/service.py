@@ -5,11 +5,14 @@ var directory, on a free port of 127.0.0.1, stopped (with every child) at the en
 for a before/after comparison from one run), with this checkout's interpreter. The default
 model is linked from this checkout's var/models, so nothing is installed twice. `env` adds or
 overrides variables: DATABASE_URL for PostgreSQL (SQLite otherwise, as the quick start),
-REDIS_URL for the Redis broker.
+REDIS_URL for the Redis broker. This checkout's root follows `source` on the PYTHONPATH, so an
+earlier checkout's processes still import the benchmarks' own modules (`bench.fast_engine`).
 """
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,8 +58,9 @@ class Service:
                 "DSPY_TOOLKIT_VAR_DIR": str(var_dir),
                 "DJANGO_SUPERUSER_PASSWORD": "bench-service",
                 "PYTHONUNBUFFERED": "1",
-                # The checkout under test first, not this one, for a before/after run.
-                "PYTHONPATH": str(source),
+                # The checkout under test first, not this one, for a before/after run; this
+                # one after it for the benchmarks' modules (`bench` is a namespace package).
+                "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(source), str(REPO_ROOT)])),
             }
             | (env or {})
         )
@@ -70,6 +74,18 @@ class Service:
             check=True,
             capture_output=True,
             text=True,
+        ).stdout
+
+    def shell(self, code: str, *, timeout_s: float = 600.0) -> str:
+        """Run Python `code` in `manage.py shell` of the checkout under test; its stdout."""
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+            cwd=self.source,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
         ).stdout
 
     def start(self, *, bootstrap: bool = True, timeout_s: float = 180.0) -> float:
@@ -99,12 +115,7 @@ class Service:
         raise RuntimeError(f"the service did not become ready within {timeout_s:.0f} s")
 
     def api_key(self, name: str = "bench") -> str:
-        output = self.manage("executions_create_api_key", name)
-        return next(
-            line.strip()
-            for line in output.splitlines()
-            if line.strip() and "." in line and " " not in line.strip()
-        )
+        return api_key_from_output(self.manage("executions_create_api_key", name))
 
     def pids(self) -> list[int]:
         """serve and every process below it."""
@@ -123,12 +134,40 @@ class Service:
         return found
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        """Stop serve (which stops its children); any child still there after it is killed,
+        so that no process of one benchmark lingers into the next."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        children = {pid: _started(pid) for pid in self.pids()[1:]}
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        for pid, started in children.items():
+            # The same process (its start time), not another that got its pid since.
+            if started is not None and _started(pid) == started:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _started(pid: int) -> int | None:
+    """When a process started (clock ticks since boot), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def api_key_from_output(output: str) -> str:
+    """The key that `executions_create_api_key` printed (the one line that is only the key)."""
+    return next(
+        line.strip()
+        for line in output.splitlines()
+        if line.strip() and "." in line and " " not in line.strip()
+    )
 
 
 def execute(
