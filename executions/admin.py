@@ -6,10 +6,14 @@ import json
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdminMixin
@@ -20,6 +24,7 @@ from executions.models import Execution, ExecutionAttempt, ExecutionFailure
 from executions.services.cancel import execution_cancel
 from executions.services.rerun import execution_rerun
 from providers.models import Provider
+from registry.models import SignatureVersion
 
 # Status colours: green done, red failed, amber waiting or gave up on time, grey cancelled.
 STATUS_COLOURS = {
@@ -34,6 +39,11 @@ STATUS_COLOURS = {
 # An admin action re-runs at most this many executions at once.
 RERUN_MAX = 100
 MESSAGE_CHARS = 80
+# The executions list counts at most this many matching executions (100 pages of 100): past
+# it, its pages stop and a note says so.
+CHANGELIST_COUNT_MAX = 10_000
+# The error-code filter offers the codes of this many of the latest executions with one.
+ERROR_CODE_CHOICES_FROM = 200
 
 
 def _seconds(value: float | None) -> str:
@@ -55,6 +65,67 @@ def _pre(text: str) -> str:
     return format_html(
         '<pre style="white-space:pre-wrap;max-height:30em;overflow:auto;margin:0">{}</pre>', text
     )
+
+
+class BoundedCountPaginator(Paginator):
+    """Counts the matching rows up to `CHANGELIST_COUNT_MAX`, not all of them: an exact
+    `COUNT(*)` of a filtered list of executions reads every row it counts, on every page,
+    and grows with the table. Past the bound the pages stop there (`more_than_counted`)."""
+
+    @cached_property
+    def counted(self) -> int:
+        return self.object_list.order_by()[: CHANGELIST_COUNT_MAX + 1].count()
+
+    @cached_property
+    def count(self) -> int:
+        return min(self.counted, CHANGELIST_COUNT_MAX)
+
+    @property
+    def more_than_counted(self) -> bool:
+        return self.counted > CHANGELIST_COUNT_MAX
+
+
+class SignatureListFilter(admin.RelatedFieldListFilter):
+    """By signature, listing the signatures' own table (the "related only" filter read every
+    execution to find which signatures they use), and filtering by the signature's version
+    ids: no join, so that the list's `execution_list_signature` index serves it."""
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        signature_ids = self.used_parameters.get(self.lookup_kwarg)
+        if not signature_ids:
+            return super().queryset(request, queryset)
+        try:
+            versions = list(
+                SignatureVersion.objects.filter(signature_id__in=signature_ids).values_list(
+                    "id", flat=True
+                )
+            )
+        except (ValueError, ValidationError) as error:
+            raise IncorrectLookupParameters(error) from error
+        return queryset.filter(signature_version__in=versions)
+
+
+class ErrorCodeListFilter(admin.SimpleListFilter):
+    """By error code, offering the codes of the latest executions that failed (read newest
+    first, a bounded number of rows) rather than every code in the table (a scan of all the
+    executions on every page), plus the one selected."""
+
+    title = "error code"
+    parameter_name = "error_code"
+
+    def lookups(self, request, model_admin):
+        latest = (
+            Execution.objects.exclude(error_code="")
+            .order_by("-queued_at", "-id")
+            .values_list("error_code", flat=True)[:ERROR_CODE_CHOICES_FROM]
+        )
+        codes = set(latest)
+        if self.value():
+            codes.add(self.value())
+        return [(code, code) for code in sorted(codes)]
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(error_code=self.value()) if self.value() else queryset
 
 
 class RerunForm(forms.Form):
@@ -179,20 +250,30 @@ class ExecutionAdmin(RerunActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "error_cause",
         "error_code",
     ]
+    # Each filter's choices come from a small table, or a bounded read: none reads every
+    # execution to find which values occur.
     list_filter = [
         "status",
         "error_cause",
-        ("signature_version__signature", admin.RelatedOnlyFieldListFilter),
+        ("signature_version__signature", SignatureListFilter),
         "signature_version__number",
-        ("requested_provider", admin.RelatedOnlyFieldListFilter),
-        ("provider", admin.RelatedOnlyFieldListFilter),
-        ("api_key", admin.RelatedOnlyFieldListFilter),
+        ("requested_provider", admin.RelatedFieldListFilter),
+        ("provider", admin.RelatedFieldListFilter),
+        ("api_key", admin.RelatedFieldListFilter),
         "mode",
-        "error_code",
+        ErrorCodeListFilter,
+        # Fixed ranges rather than a date hierarchy, whose links list the months or days
+        # that have executions: a DISTINCT over every matching row on every page.
+        ("queued_at", admin.DateFieldListFilter),
     ]
     list_select_related = ["signature_version__signature", "requested_provider", "provider"]
+    # The list's order, read from the `queued_at` index (or the list indexes after a filter
+    # on status, signature or API key): a page reads its rows and stops.
+    ordering = ["-queued_at", "-id"]
+    # No count of the whole table next to the filtered one, and the filtered one bounded.
+    show_full_result_count = False
+    paginator = BoundedCountPaginator
     search_fields = ["=id", "signature_version__signature__name", "error_message"]
-    date_hierarchy = "queued_at"
     inlines = [ExecutionAttemptInline]
     actions = ["cancel_queued", "rerun_same", "rerun_choose"]
     fieldsets = [
@@ -260,6 +341,38 @@ class ExecutionAdmin(RerunActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "success",
     ]
 
+    def get_queryset(self, request) -> QuerySet:
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and match.url_name == "executions_execution_changelist":
+            # The list shows none of the JSON documents nor the versions' programs (their
+            # compiled demos can be long): a page of 100 rows reads only what it shows.
+            queryset = queryset.defer(
+                "inputs",
+                "config",
+                "outputs",
+                "error_message",
+                "signature_version__instructions",
+                "signature_version__input_fields",
+                "signature_version__output_fields",
+                "signature_version__lm_defaults",
+                "signature_version__compiled_state",
+                "signature_version__changelog",
+            )
+        return queryset
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None and changelist.paginator.more_than_counted:
+            self.message_user(
+                request,
+                f"More than {CHANGELIST_COUNT_MAX:,} executions match: the pages stop at the "
+                "newest of them. Narrow the list with the filters or the dates.",
+                level=messages.INFO,
+            )
+        return response
+
     @admin.display(description="id", ordering="id")
     def short_id(self, execution: Execution) -> str:
         # The full id is on the page and searchable (`=<id>`); eight characters tell rows apart.
@@ -270,10 +383,11 @@ class ExecutionAdmin(RerunActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         return _badge(execution.status, execution.get_status_display())
 
     def rerun_targets(self, queryset: QuerySet) -> list[Execution]:
+        # Whole rows (the list defers the inputs a re-run copies).
         return list(
-            queryset.select_related("signature_version__signature", "requested_provider")[
-                :RERUN_MAX
-            ]
+            queryset.defer(None).select_related(
+                "signature_version__signature", "requested_provider"
+            )[:RERUN_MAX]
         )
 
     @admin.display(description="execution time", ordering="execution_time_s")

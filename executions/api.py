@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from rest_framework_api_key.models import APIKey
 
 from core.api.errors import error_body
+from core.api.pagination import KeysetPagination
 from core.api.schema import error_response
 from core.errors import InvalidRequest, field_error
 from executions.filters import ExecutionFilter
@@ -397,10 +398,12 @@ class ExecuteBatchView(APIView):
 
 
 class ExecutionListView(generics.ListAPIView):
-    """Executions, newest first, filtered and paginated."""
+    """Executions, newest first, filtered, paged by cursor."""
 
     serializer_class = ExecutionSerializer
     filterset_class = ExecutionFilter
+    # The list grows with every request served: pages by position, with no count.
+    pagination_class = KeysetPagination
 
     def get_queryset(self):
         return execution_list(api_key=_client(self.request)["api_key"])
@@ -408,8 +411,13 @@ class ExecutionListView(generics.ListAPIView):
     @extend_schema(
         summary="List executions",
         description=(
-            "Executions, newest first, filtered and paginated. An API key sees only the "
-            "executions it created; a staff session sees all of them."
+            "Executions, newest first (by `queued_at`, then `id`), filtered. An API key sees "
+            "only the executions it created; a staff session sees all of them.\n\n"
+            "Paged by cursor: follow `next` (older executions) and `previous` (newer ones) "
+            "as given; `page_size` (alias `limit`) sets the rows per page. No page counts "
+            "the matching executions (that would cost as much as reading them all), and "
+            "`offset` is refused: each page costs the same however deep, and executions "
+            "created while a client pages are neither skipped nor repeated."
         ),
         tags=["executions"],
     )

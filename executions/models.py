@@ -191,6 +191,24 @@ class Execution(models.Model):
                 condition=~Q(error_cause=""),
                 name="execution_cause_queued",
             ),
+            # The list's order (`-queued_at`, `-id`, keyset pages) after one equality, for the
+            # filters people combine with it; every other filter is checked on the rows such
+            # an index (or `queued_at`'s own) reads, newest first, until a page is full. Each
+            # index costs every insert, so only these three:
+            # - the API list of an API key (it sees only its own executions), any filter; the
+            #   key's id is long (its prefix and hash), so a session's rows are left out;
+            models.Index(
+                fields=["api_key", "-queued_at", "-id"],
+                condition=Q(api_key__isnull=False),
+                name="execution_list_api_key",
+            ),
+            # - by status (the failed ones, what is still queued), with or without a signature;
+            models.Index(fields=["status", "-queued_at", "-id"], name="execution_list_status"),
+            # - by signature (its versions' ids: `executions.filters`), with or without a status.
+            models.Index(
+                fields=["signature_version", "-queued_at", "-id"],
+                name="execution_list_signature",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -193,17 +193,24 @@ def test_detail_shows_attempts_and_list_filters(
         ("echo", "succeeded"),
     ]
 
-    listing = api_client.get("/api/v1/executions", {"status": "failed"}).json()
-    assert listing["count"] == 1
-    assert listing["results"][0]["error"]["code"] == "providers_exhausted"
-    assert api_client.get("/api/v1/executions", {"provider": "echo"}).json()["count"] == 1
-    assert api_client.get("/api/v1/executions", {"signature": "other"}).json()["count"] == 0
-    queued_at = detail["timings"]["queued_at"]
-    after = api_client.get("/api/v1/executions", {"queued_after": queued_at}).json()
-    assert after["count"] >= 1
-    page = api_client.get("/api/v1/executions", {"limit": 1}).json()
-    assert (page["count"], len(page["results"])) == (2, 1)
-    assert page["next"]
+    def listed(**query) -> list[dict]:
+        return api_client.get("/api/v1/executions", query).json()["results"]
+
+    failed = listed(status="failed")
+    assert len(failed) == 1
+    assert failed[0]["error"]["code"] == "providers_exhausted"
+    assert [item["id"] for item in listed(provider="echo")] == [answered["id"]]
+    assert listed(signature="other") == []
+    assert len(listed(queued_after=detail["timings"]["queued_at"])) >= 1
+    # Pages by cursor: one execution a page, the second reached by `next`.
+    page = api_client.get("/api/v1/executions", {"page_size": 1}).json()
+    assert len(page["results"]) == 1 and "count" not in page
+    second = api_client.get(page["next"]).json()
+    assert len(second["results"]) == 1 and second["next"] is None
+    assert {page["results"][0]["id"], second["results"][0]["id"]} == {
+        answered["id"],
+        failed[0]["id"],
+    }
 
 
 @pytest.mark.django_db
@@ -220,7 +227,7 @@ def test_an_api_key_sees_only_its_own_executions(qa_version, echo_provider, api_
     created = api_client.post(EXECUTE, _body(mode="async"), format="json").json()
     other = APIClient()
     other.credentials(HTTP_AUTHORIZATION=f"Api-Key {APIKeyFactory(name='other').raw_key}")
-    assert other.get("/api/v1/executions").json()["count"] == 0
+    assert other.get("/api/v1/executions").json()["results"] == []
     _error(other.get(f"/api/v1/executions/{created['id']}"), 404, "not_found")
 
 
