@@ -90,15 +90,21 @@ class Execution(models.Model):
     TERMINAL_STATUSES = TERMINAL_STATUSES
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    status = models.CharField(
-        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
-    )
+    # No index of its own (nor the foreign keys below): the composite indexes of Meta lead
+    # with each of them, and every index costs each execution's INSERT and status UPDATE.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.SYNC)
     signature_version = models.ForeignKey(
-        "registry.SignatureVersion", on_delete=models.PROTECT, related_name="executions"
+        "registry.SignatureVersion",
+        on_delete=models.PROTECT,
+        related_name="executions",
+        db_index=False,  # execution_list_signature
     )
     requested_provider = models.ForeignKey(
-        "providers.Provider", on_delete=models.PROTECT, related_name="requested_executions"
+        "providers.Provider",
+        on_delete=models.PROTECT,
+        related_name="requested_executions",
+        db_index=False,  # execution_provider_queue
     )
     provider = models.ForeignKey(
         "providers.Provider",
@@ -148,6 +154,7 @@ class Execution(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,  # execution_list_api_key (its rows with a key: those a lookup wants)
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
