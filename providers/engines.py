@@ -55,13 +55,18 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class GenerationStats:
-    """Figures of one local generation that DSPy's usage tracking does not carry."""
+    """Figures of one local generation that DSPy's usage tracking does not carry.
+
+    `cached_input_tokens` counts the input tokens that came from the runtime's prefix cache
+    instead of being prefilled (`input_tokens` counts them too).
+    """
 
     input_tokens: int
     output_tokens: int
     peak_memory_mb: float | None
     duration_s: float
     applied_optimizations: tuple[str, ...]
+    cached_input_tokens: int = 0
 
 
 _collector: contextvars.ContextVar[list[GenerationStats] | None] = contextvars.ContextVar(
@@ -164,6 +169,7 @@ class MLXEngine:
                 peak_memory_mb=result.peak_memory_mb,
                 duration_s=result.duration_s,
                 applied_optimizations=tuple(result.applied_optimizations),
+                cached_input_tokens=result.cached_prompt_tokens,
             )
         )
         return Response(
@@ -171,9 +177,15 @@ class MLXEngine:
             model=self.config.model,
             message=Message.assistant(result.text),
             finish_reason="length" if result.finish_reason == "length" else "stop",
-            usage=Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens),
+            # As OpenAI reports a prompt cache: the input count includes the cached tokens.
+            usage=Usage(
+                input_tokens=result.prompt_tokens,
+                output_tokens=result.completion_tokens,
+                cache_read_tokens=result.cached_prompt_tokens,
+            ),
             provider_data={
                 "peak_memory_mb": result.peak_memory_mb,
+                "cached_prompt_tokens": result.cached_prompt_tokens,
                 "duration_s": result.duration_s,
                 "applied_optimizations": list(result.applied_optimizations),
             },

@@ -3,8 +3,14 @@
 MLX must not be driven from several threads at once, yet a worker serves several executions
 at a time. So each loaded model gets one scheduler thread that owns every MLX call for it:
 it loads the model, and it runs mlx-lm's continuous-batching `BatchGenerator`, admitting
-requests as they arrive and stepping all of them together. Callers (any thread) tokenize
-their prompt, queue a request and wait for its result.
+requests as they arrive and stepping all of them together: a request that arrives while a
+batch is decoding joins it at the next step. Callers (any thread) tokenize their prompt, queue
+a request, wait for its tokens and decode them.
+
+Per generated token the scheduler does what raw `batch_generate` does (keep the token) and,
+for a request with stop sequences, one look-up: only a token whose text holds the last
+character of a stop sequence can complete one, so the request's text is decoded only then
+(about once per request for a line-break stop), never under a lock taken per token.
 
 Batching pays on the CPU because decoding one token is bound by reading every weight from
 memory (and by per-operation overhead), not by arithmetic: a batch shares both, so eight
@@ -24,7 +30,6 @@ read at call time; 0 switches the cache off) and in entries. Unloading a model d
 prefixes.
 """
 
-import copy
 import os
 import queue
 import threading
@@ -112,7 +117,9 @@ class LoadedModelInfo:
     """A loaded model and what it served. Prefix cache hits are requests that started from a
     cached prefix (all of it, or all but a few tokens they prefilled with their own); misses
     are requests whose prefix had to be computed first (wholly or in part); requests without
-    a prefix worth caching count as neither. Entries and bytes are the prefixes held now."""
+    a prefix worth caching count as neither. Entries and bytes are the prefixes held now.
+    `requests_joined_running` counts requests admitted into a batch that already held others
+    (continuous batching: they joined at the next step instead of waiting for it to end)."""
 
     path: str
     optimize: bool
@@ -121,6 +128,7 @@ class LoadedModelInfo:
     requests_received: int
     requests_served: int
     largest_batch: int
+    requests_joined_running: int
     prefix_cache_hits: int
     prefix_cache_misses: int
     prefix_cache_entries: int
@@ -138,9 +146,25 @@ class _Request:
     submitted: float = field(default_factory=time.perf_counter)
     tokens: list[int] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
-    result: GenerationResult | None = None
     error: BaseException | None = None
     cached_tokens: int = 0
+    # Set by the scheduler when the request finishes. `text` only when a stop sequence ended
+    # it (the scheduler decoded it to find the cut); otherwise the caller decodes `tokens`.
+    finish_reason: str | None = None
+    text: str | None = None
+    finished: float = 0.0
+    peak_memory_mb: float = 0.0
+    # The last character of each stop sequence, which the token completing it must carry. A
+    # stop that ends in a space is looked for at every token: SentencePiece tokenizers drop
+    # the leading space of a token decoded on its own.
+    stop_ends: frozenset[str] = field(init=False)
+    stop_ends_ascii: bool = field(init=False)
+    stop_at_every_token: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stop_ends = frozenset(stop[-1] for stop in self.stop)
+        self.stop_ends_ascii = all(end.isascii() for end in self.stop_ends)
+        self.stop_at_every_token = " " in self.stop_ends
 
 
 _STOP = object()
@@ -225,6 +249,7 @@ class _ModelScheduler(threading.Thread):
         self.requests_received = 0
         self.requests_served = 0
         self.largest_batch = 0
+        self.requests_joined = 0
         self.prefix_hits = 0
         self.prefix_misses = 0
         self.prefix_entries = 0
@@ -239,8 +264,10 @@ class _ModelScheduler(threading.Thread):
         self._admitting: list[_Request] = []
         self._samplers: dict[tuple[float, float], Callable[[mx.array], mx.array]] = {}
         self._samplers_lock = threading.Lock()
-        # Owned by the scheduler thread: this model's cached prompt prefixes.
+        # Owned by the scheduler thread: this model's cached prompt prefixes, and the text of
+        # each token id decoded on its own (filled as tokens are first generated).
         self._prefixes = LRUPromptCache(max_size=MAX_PREFIXES)
+        self._pieces: dict[int, str] = {}
 
     # Called from any thread.
 
@@ -262,8 +289,22 @@ class _ModelScheduler(threading.Thread):
         request.done.wait()
         if request.error is not None:
             raise request.error
-        assert request.result is not None
-        return request.result
+        text = request.text
+        if text is None:
+            # Decoded here, once, rather than by the scheduler between two decoding steps.
+            with self.tokenizer_lock:
+                text = self.tokenizer.decode(request.tokens)
+        assert request.finish_reason is not None
+        return GenerationResult(
+            text=text,
+            prompt_tokens=len(request.prompt),
+            cached_prompt_tokens=request.cached_tokens,
+            completion_tokens=len(request.tokens),
+            peak_memory_mb=request.peak_memory_mb,
+            finish_reason=request.finish_reason,
+            applied_optimizations=self.applied,
+            duration_s=request.finished - request.submitted,
+        )
 
     def stop(self) -> None:
         # Under the lock, so no request can be queued behind the stop and never be served.
@@ -350,12 +391,13 @@ class _ModelScheduler(threading.Thread):
                 # A new busy period: peak memory is reported per period, which bounds the
                 # peak of every request that ran in it.
                 mx.reset_peak_memory()
-            else:
-                running = self._take_queued(block=False) and running
-            if not self._active and not self._waiting:
-                continue
+                if not self._waiting:
+                    continue
             try:
                 with _MLX_LOCK:
+                    # Under the lock: whatever arrived during the last step, or while another
+                    # model's scheduler held the lock, is admitted at this step.
+                    running = self._take_queued(block=False) and running
                     generator = generator or self._new_generator()
                     self._step(generator)
             except Exception as exc:
@@ -371,6 +413,8 @@ class _ModelScheduler(threading.Thread):
         """Admit waiting requests up to the batch size, then advance the batch one step."""
         admit = min(len(self._waiting), _max_batch_size() - len(self._active))
         if admit > 0:
+            if self._active:
+                self.requests_joined += admit
             self._admitting = [self._waiting.popleft() for _ in range(admit)]
             caches = self._prefix_caches(self._admitting, generator)
             # A request with a cached prefix prefills only the tokens after it; the rest of
@@ -392,6 +436,7 @@ class _ModelScheduler(threading.Thread):
             self._admitting = []
             self.largest_batch = max(self.largest_batch, len(self._active))
         _prompt_responses, responses = generator.next()
+        stopped: list[int] = []
         for response in responses:
             request = self._active[response.uid]
             if not self._advance(request, response.token, response.finish_reason):
@@ -399,7 +444,10 @@ class _ModelScheduler(threading.Thread):
             del self._active[response.uid]
             if response.finish_reason is None:
                 # Ended by a stop sequence: the generator still holds it.
-                generator.remove([response.uid])
+                stopped.append(response.uid)
+        if stopped:
+            # One removal per step, as the generator itself drops what it finished.
+            generator.remove(stopped)
 
     def _prefix_caches(
         self, requests: list[_Request], generator: BatchGenerator
@@ -425,9 +473,10 @@ class _ModelScheduler(threading.Thread):
                 self.prefix_misses += 1
             else:
                 self.prefix_hits += 1
-            # The generator merges the caches it is given into its batch cache; a copy keeps
-            # the cached entry safe whatever it does with them.
-            caches.append((copy.deepcopy(cache), covered))
+            # No copy: the generator only reads the caches it is given, merging them into new
+            # batch arrays (batch generation "won't update the caches in place", mlx-lm's
+            # `batch_generate`), so requests of one round share the entry itself.
+            caches.append((cache, covered))
         return caches
 
     def _prefix_cache(
@@ -479,29 +528,44 @@ class _ModelScheduler(threading.Thread):
         if finish_reason != FINISH_STOP:
             # The generator reports an end-of-sequence token with "stop"; it is not text.
             request.tokens.append(token)
-        if finish_reason is None and not request.stop:
-            # Nothing to look for in the text yet: decode once, when the request finishes.
+            if request.stop and self._may_complete_stop(request, token):
+                with self.tokenizer_lock:
+                    text = self.tokenizer.decode(request.tokens)
+                cut = min(
+                    (index for stop in request.stop if (index := text.find(stop)) >= 0),
+                    default=None,
+                )
+                if cut is not None:
+                    request.text = text[:cut]
+                    finish_reason = FINISH_STOP
+        if finish_reason is None:
             return False
-        with self.tokenizer_lock:
-            text = self.tokenizer.decode(request.tokens)
-        cut = min((index for stop in request.stop if (index := text.find(stop)) >= 0), default=None)
-        if cut is not None:
-            text, finish_reason = text[:cut], FINISH_STOP
-        elif finish_reason is None:
-            return False
-        request.result = GenerationResult(
-            text=text,
-            prompt_tokens=len(request.prompt),
-            cached_prompt_tokens=request.cached_tokens,
-            completion_tokens=len(request.tokens),
-            peak_memory_mb=mx.get_peak_memory() / 1e6,
-            finish_reason=finish_reason,
-            applied_optimizations=self.applied,
-            duration_s=time.perf_counter() - request.submitted,
-        )
+        request.finish_reason = finish_reason
+        request.finished = time.perf_counter()
+        request.peak_memory_mb = mx.get_peak_memory() / 1e6
         self.requests_served += 1
         request.done.set()
         return True
+
+    def _may_complete_stop(self, request: _Request, token: int) -> bool:
+        """Whether `token` may have completed one of the request's stop sequences.
+
+        A stop sequence absent before `token` and present after it ends in the text `token`
+        added, so that text holds its last character. An ASCII character is one byte of the
+        token, so it is in the token's own text (a byte-level token that is part of a longer
+        character decodes to a replacement character, never to ASCII); a longer character is
+        whole there or leaves a replacement character. Any other token cannot complete one,
+        and the request's text is not decoded.
+        """
+        if request.stop_at_every_token:
+            return True
+        piece = self._pieces.get(token)
+        if piece is None:
+            with self.tokenizer_lock:
+                piece = self._pieces[token] = self.tokenizer.decode([token])
+        if any(end in piece for end in request.stop_ends):
+            return True
+        return not request.stop_ends_ascii and "\ufffd" in piece
 
 
 _cache: dict[tuple[str, bool], _ModelScheduler] = {}
@@ -658,6 +722,7 @@ def _info(scheduler: _ModelScheduler) -> LoadedModelInfo:
         requests_received=scheduler.requests_received,
         requests_served=scheduler.requests_served,
         largest_batch=scheduler.largest_batch,
+        requests_joined_running=scheduler.requests_joined,
         prefix_cache_hits=scheduler.prefix_hits,
         prefix_cache_misses=scheduler.prefix_misses,
         prefix_cache_entries=scheduler.prefix_entries,

@@ -317,3 +317,87 @@ def test_unloading_while_requests_arrive_loses_none(tiny_model_dir):
 
     assert not any(thread.is_alive() for thread in asking)
     assert answers == [expected] * 24
+
+
+def test_a_request_arriving_while_a_batch_decodes_joins_it_at_the_next_step(tiny_model_dir):
+    long_request = {"content": "Tell me about the sea.", "max_tokens": 400}
+    short_request = {"content": "What is the capital of France?", "max_tokens": 3}
+    long_alone = _ask(tiny_model_dir, **long_request)
+    short_alone = _ask(tiny_model_dir, **short_request)
+    # A fresh scheduler, so that its largest batch says when the long request is in.
+    unload_all()
+    load_model(model_path=str(tiny_model_dir))
+    results: dict[str, GenerationResult] = {}
+    finished: list[str] = []
+
+    def call(name: str, request: dict) -> None:
+        results[name] = _ask(tiny_model_dir, **request)
+        finished.append(name)
+
+    long_thread = threading.Thread(target=call, args=("long", long_request))
+    long_thread.start()
+    while loaded_models()[0].largest_batch < 1:
+        threading.Event().wait(0.005)
+    short_thread = threading.Thread(target=call, args=("short", short_request))
+    short_thread.start()
+    short_thread.join()
+    long_thread.join()
+
+    info = loaded_models()[0]
+    assert info.requests_joined_running == 1
+    assert info.largest_batch == 2
+    assert finished == ["short", "long"]
+    assert results["short"].text == short_alone.text
+    assert results["long"].text == long_alone.text
+    assert results["long"].completion_tokens == long_alone.completion_tokens == 400
+
+
+def test_requests_that_start_together_do_not_count_as_joining(tiny_model_dir):
+    load_model(model_path=str(tiny_model_dir))
+
+    _run_concurrently(tiny_model_dir, _requests()[:4], hold_scheduler=True)
+
+    info = loaded_models()[0]
+    assert (info.largest_batch, info.requests_joined_running) == (4, 0)
+
+
+def test_every_kind_of_stop_sequence_cuts_where_the_whole_text_has_it(tiny_model_dir):
+    # The scheduler decodes a request's text only at tokens that can complete one of its stop
+    # sequences: stops ending in a space, a letter, a digit, punctuation or a character that is
+    # not ASCII (the tiny model writes stray bytes, decoded as U+FFFD) must all be found exactly
+    # where a search of the whole text finds them.
+    full = _ask(tiny_model_dir, max_tokens=60).text
+    windows = [full[start : start + 3] for start in range(4, len(full) - 3)]
+    usable = [w for w in windows if w.isascii() and w.isprintable()]
+    stops = [
+        *[w for w in usable if w.endswith(" ")][:2],
+        *[w for w in usable if w[-1].isalpha()][:2],
+        *[w for w in usable if w[-1].isdigit()][:1],
+        *[w for w in usable if not w[-1].isalnum() and not w.endswith(" ")][:2],
+        *[w for w in windows if w.endswith("\ufffd") and w[:2].isascii() and w.isprintable()][:1],
+    ]
+    assert len(stops) >= 6, (full, stops)
+    requests = [{"max_tokens": 60, "stop": [stop]} for stop in stops]
+    load_model(model_path=str(tiny_model_dir))
+
+    results = _run_concurrently(tiny_model_dir, requests, hold_scheduler=True)
+
+    assert [r.text for r in results] == [full[: full.find(stop)] for stop in stops]
+    assert all(r.finish_reason == "stop" for r in results)
+
+
+def test_a_token_completing_a_character_split_over_tokens_may_complete_a_stop(tiny_model_dir):
+    scheduler = runtime._scheduler(str(tiny_model_dir), optimize=True)
+    tokenizer = scheduler.tokenizer
+    accented = tokenizer.encode("é", add_special_tokens=False)
+    [line_break] = tokenizer.encode("\n", add_special_tokens=False)
+    assert len(accented) == 2, accented  # one byte-level token per UTF-8 byte: neither is "é"
+    greedy = scheduler.sampler(temperature=0.0, top_p=1.0)
+
+    def request(stop: str) -> runtime._Request:
+        return runtime._Request(prompt=[1], prefix=None, max_tokens=1, sampler=greedy, stop=(stop,))
+
+    assert scheduler._may_complete_stop(request("café"), accented[1])
+    # A lone byte of a longer character holds nothing ASCII: no stop ending in ASCII ends there.
+    assert not scheduler._may_complete_stop(request("a\n"), accented[1])
+    assert scheduler._may_complete_stop(request("a\n"), line_break)
