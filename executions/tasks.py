@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections, connection
 
 from core.db import RetryPolicy, db_retry
 from executions.services import reaper
@@ -62,12 +62,15 @@ class _Heartbeats:
     def _beat(self) -> None:
         # A beat is worth a few tries on a new connection, but not longer than till the next.
         policy = RetryPolicy(max_elapsed_s=settings.EXECUTIONS_HEARTBEAT_S)
-        stop = threading.Event()
-        while not stop.wait(settings.EXECUTIONS_HEARTBEAT_S):
+        pause = threading.Event()
+        while not pause.wait(settings.EXECUTIONS_HEARTBEAT_S):
             with self._lock:
                 claims = list(self._claims)
-            if not claims:
-                continue
+                if not claims:
+                    # Nothing running: the thread ends (the next `add` starts another) and
+                    # does not keep a database connection open while the worker is idle.
+                    self._thread = None
+                    break
             try:
                 db_retry(lambda claims=claims: execution_heartbeat(claims=claims), policy=policy)
             except DatabaseError:
@@ -75,6 +78,7 @@ class _Heartbeats:
                 # threshold, and then the reaper's recovery is the right outcome anyway.
                 # (db_retry has already dropped a lost connection.)
                 logger.exception("Could not write the heartbeat of %d executions", len(claims))
+        connection.close()
 
 
 class _Runners:
@@ -98,6 +102,9 @@ class _Runners:
             # running for the reaper when the database was lost).
             logger.debug("Execution %s ended with an error", claim.execution_id, exc_info=True)
         finally:
+            # As the worker does after each task: a thread's connection is not kept beyond
+            # CONN_MAX_AGE (closed now by default), nor left open while the worker is idle.
+            close_old_connections()
             self.places.release()
 
 

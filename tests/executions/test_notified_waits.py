@@ -87,7 +87,7 @@ def test_an_idle_cluster_takes_a_task_when_it_arrives_not_at_its_next_look(
     qa_version, echo_provider, api_client, start_cluster
 ):
     # An idle cluster looks at its queue once a minute by itself here.
-    start_cluster(Q_IDLE_LOOK_S="60")
+    cluster = start_cluster(Q_IDLE_LOOK_S="60")
     warm_up = api_client.post(
         EXECUTE,
         {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "echo", "mode": "async"},
@@ -110,3 +110,5 @@ def test_an_idle_cluster_takes_a_task_when_it_arrives_not_at_its_next_look(
         what="the notified cluster to run the execution",
     )
     assert execution.outputs
+    # A graceful stop would wait for the next look too (a minute): this one is killed.
+    cluster.kill()
