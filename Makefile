@@ -13,6 +13,7 @@ format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
 bench:  ## every benchmark, then BENCHMARKS.md's machine section and the plots (ARGS=--quick: a short bench_service)
+	bash -c 'source scripts/_venv.sh && ensure_wrk'
 	.venv/bin/python bench/run.py $(ARGS)
 
 soak:  ## the long fault, overload and fuzz tests (marked soak), stopped after 45 minutes

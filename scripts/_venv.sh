@@ -68,3 +68,15 @@ ensure_chromium() {
     echo "    note: /usr/bin/chromium is missing; the browser tests will be skipped" >&2
   fi
 }
+
+# The load generator of `make bench` (Debian's wrk: a twentieth of an HTTP client's CPU per
+# request, which matters on a machine it shares with the service it measures).
+ensure_wrk() {
+  command -v wrk >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> Installing wrk (Debian's) for the benchmarks"
+    apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || true
+  fi
+  command -v wrk >/dev/null || echo "    note: wrk is missing; the benchmarks load with an httpx client" >&2
+}
