@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 
 import pytest
 from django.core.management import call_command
@@ -13,17 +12,8 @@ from executions.models import Execution
 from tests.executions.conftest import EXECUTE
 from tests.support.engines import SLOW_ENGINE
 from tests.support.factories import ProviderFactory
+from tests.support.faults import wait_for
 from tests.support.specs import QA_LEVEL_INPUTS
-
-
-def _wait_for(condition, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _finished(execution_id) -> Execution | None:
@@ -51,7 +41,7 @@ def test_the_api_runs_executions_on_a_real_cluster(
         format="json",
     )
     assert accepted.status_code == 202
-    execution = _wait_for(
+    execution = wait_for(
         lambda: _finished(accepted.json()["id"]), timeout=120, what="the async execution"
     )
     assert execution.status == "succeeded"
@@ -72,7 +62,7 @@ def test_a_task_delivered_twice_runs_once_on_a_real_cluster(
     # The broker delivers the same task a second time (as after a retry timeout).
     async_task("executions.tasks.execution_run", created["id"])
     start_cluster()  # two workers take both deliveries at once
-    _wait_for(lambda: Success.objects.count() == 2, timeout=120, what="both deliveries")
+    wait_for(lambda: Success.objects.count() == 2, timeout=120, what="both deliveries")
     results = sorted(Success.objects.values_list("result", flat=True))
     assert results[0].startswith(created["id"])
     assert results[1].startswith("not queued any more")
@@ -97,11 +87,11 @@ def test_a_worker_killed_mid_task_is_recovered_by_the_scheduled_reaper(
     ).json()
 
     started = release.with_suffix(".started")
-    _wait_for(started.exists, timeout=120, what="the worker to start the call")
+    wait_for(started.exists, timeout=120, what="the worker to start the call")
     execution = Execution.objects.get(id=created["id"])
     assert execution.status == "running"
     beat = execution.heartbeat_at
-    _wait_for(
+    wait_for(
         lambda: Execution.objects.get(id=created["id"]).heartbeat_at > beat,
         timeout=30,
         what="a heartbeat",
@@ -112,7 +102,7 @@ def test_a_worker_killed_mid_task_is_recovered_by_the_scheduled_reaper(
     release.touch()  # the next run answers at once
 
     # The reaper schedule (every minute) finds the stale row, requeues it, and it runs again.
-    execution = _wait_for(lambda: _finished(created["id"]), timeout=200, what="the recovery")
+    execution = wait_for(lambda: _finished(created["id"]), timeout=200, what="the recovery")
     assert (execution.status, execution.attempts) == ("succeeded", 2)
     assert execution.outputs == {"answer": "Paris"}
     assert list(execution.provider_attempts.values_list("run", "outcome")) == [(2, "succeeded")]
@@ -138,7 +128,7 @@ def test_one_inference_worker_runs_queued_local_executions_together(
         for _ in range(4)
     ]
     start_cluster("inference")
-    _wait_for(lambda: Success.objects.count() == 4, timeout=200, what="the four tasks")
+    wait_for(lambda: Success.objects.count() == 4, timeout=200, what="the four tasks")
     # The first task handed all four to the batch (and returned); the other three found them
     # claimed.
     results = list(Success.objects.values_list("result", flat=True))
@@ -146,7 +136,7 @@ def test_one_inference_worker_runs_queued_local_executions_together(
     assert len(together) == 1
     assert together[0].startswith("running in the batch")
     assert all(execution_id in together[0] for execution_id in ids)
-    _wait_for(
+    wait_for(
         lambda: not Execution.objects.exclude(status="succeeded").exists(),
         timeout=200,
         what="the four executions",

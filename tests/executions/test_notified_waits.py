@@ -13,17 +13,8 @@ from executions.models import Execution
 from tests.executions.conftest import EXECUTE
 from tests.support.engines import SLOW_ENGINE
 from tests.support.factories import ProviderFactory
+from tests.support.faults import wait_for
 from tests.support.specs import QA_LEVEL_INPUTS
-
-
-def _wait_for(condition, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _reads_of_the_wait(queries: list[dict]) -> list[str]:
@@ -68,7 +59,7 @@ def test_a_sync_request_gets_its_result_without_polling(
 
     waiting = threading.Thread(target=request)
     waiting.start()
-    _wait_for(release.with_suffix(".started").exists, timeout=120, what="the call to start")
+    wait_for(release.with_suffix(".started").exists, timeout=120, what="the call to start")
     # Long enough for a polling wait to read the row a dozen times (its first pauses are 10 ms).
     time.sleep(1.0)
     release.touch()
@@ -93,7 +84,7 @@ def test_an_idle_cluster_takes_a_task_when_it_arrives_not_at_its_next_look(
         {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "echo", "mode": "async"},
         format="json",
     ).json()
-    _wait_for(
+    wait_for(
         lambda: Execution.objects.get(id=warm_up["id"]).is_finished,
         timeout=120,
         what="the cluster to start and run a first execution",
@@ -104,7 +95,7 @@ def test_an_idle_cluster_takes_a_task_when_it_arrives_not_at_its_next_look(
         {"signature": "qa", "inputs": QA_LEVEL_INPUTS, "provider": "echo", "mode": "async"},
         format="json",
     ).json()
-    execution = _wait_for(
+    execution = wait_for(
         lambda: Execution.objects.filter(id=created["id"], status="succeeded").first(),
         timeout=30,
         what="the notified cluster to run the execution",

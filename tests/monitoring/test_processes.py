@@ -14,19 +14,10 @@ from django_q.tasks import async_task, result
 from monitoring import processes
 from monitoring.models import ServiceProcess
 from monitoring.processes import ProcessIdentity, process_role, service_process_report
+from tests.support.faults import wait_for
 from tests.support.service_processes import report_process
 
 RESOURCES = "/admin/monitoring/serviceprocess/"
-
-
-def _wait_for(condition, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.qcluster
@@ -44,7 +35,7 @@ def test_real_clusters_report_their_processes_and_make_the_service_ready(
         mains = {row.pid: row for row in rows if row.role == "cluster"}
         return (rows, workers, mains) if len(workers) == 2 and len(mains) == 2 else None
 
-    rows, workers, mains = _wait_for(reported, timeout=90, what="both clusters to report")
+    rows, workers, mains = wait_for(reported, timeout=90, what="both clusters to report")
     assert (mains[tasks.pid].cluster, mains[inference.pid].cluster) == ("default", "inference")
     # Q_WORKERS=2 tasks workers and one inference worker; no row for django-q2's helpers.
     by_cluster = {}
@@ -56,7 +47,7 @@ def test_real_clusters_report_their_processes_and_make_the_service_ready(
     assert all(row.loaded_models == [] for row in rows)
 
     beat = workers["default"].heartbeat_at
-    _wait_for(
+    wait_for(
         lambda: ServiceProcess.objects.get(pk=workers["default"].pk).heartbeat_at > beat,
         timeout=30,
         what="a second heartbeat",
