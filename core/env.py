@@ -40,6 +40,7 @@ PROJECT_NAMES = frozenset(
         "DSPY_TOOLKIT_MLX_MAX_BATCH",
         "DSPY_TOOLKIT_MLX_PREFIX_CACHE_MB",
         "WEB_CONCURRENCY",
+        "WEB_THREADS",
         "Q_WORKERS",
         "Q_TIMEOUT",
         "Q_INFERENCE_WORKERS",

@@ -268,7 +268,9 @@ class ExecuteView(APIView):
         execution = result.execution
         if data["mode"] == Execution.Mode.SYNC and not execution.is_finished:
             execution = execution_wait(execution_id=execution.id, timeout_s=_wait_s(data))
-        else:
+        elif not result.created:
+            # A replay answers with the row as it is now; a new async execution as it was
+            # accepted, from the row just written, without reading it back.
             execution = execution_get(execution_id=execution.id)
         finished = data["mode"] == Execution.Mode.SYNC and execution.is_finished
         body = ExecutionSerializer(execution, context={"request": request}).data

@@ -349,7 +349,9 @@ def test_the_admin_list_filters_by_signature_and_error_code(admin_client, versio
     ours += _executions(1, version=later, provider=provider, status="failed", error_code="bang")
     _executions(2, version=other, provider=provider, status="failed", error_code="boom")
     url = reverse("admin:executions_execution_changelist")
-    response = admin_client.get(url, {"signature_version__signature__id__exact": version.signature_id})
+    response = admin_client.get(
+        url, {"signature_version__signature__id__exact": version.signature_id}
+    )
     assert {row.id for row in response.context["cl"].result_list} == {e.id for e in ours}
     page = response.content.decode()
     assert "error_code=bang" in page and "error_code=boom" in page
