@@ -1,34 +1,13 @@
-import contextlib
-import os
-import signal
 import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config.supervisor import Child, Options, Plan, exec_supervisor
 from core import env
 from providers.mlx import blas
-
-
-@dataclass
-class _Child:
-    """One supervised process and its restart bookkeeping."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    process: subprocess.Popen | None = None
-    started_at: float = 0.0
-    # Exits in a row that came before the child had been up for `stable_after` seconds.
-    quick_exits: int = 0
-    restart_at: float | None = None
-    restarts: int = 0
-
 
 # The name `--clusters` knows the task cluster by (its django-q2 name is `default`).
 TASKS = "tasks"
@@ -129,11 +108,6 @@ class Command(BaseCommand):
         cluster_names = self._clusters_chosen(clusters)
         if no_web and not cluster_names:
             raise CommandError(f"nothing to run: --no-web with --clusters {NO_CLUSTERS}")
-        self._children: list[_Child] = []
-        self._stopping = False
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._request_stop)
-        self._options = opts
         if no_web:
             # Nothing here holds a port that would tell whether another serve on this machine
             # uses the metrics directory, so its files stay.
@@ -144,33 +118,33 @@ class Command(BaseCommand):
             # held by another server would answer the readiness check in its place.
             self._check_port_free(host, port)
             metrics_directory = self._empty_metrics_directory()
-        try:
-            children = self._children_to_run(
-                host=host,
-                port=port,
-                web_workers=web_workers,
-                web_threads=web_threads,
-                metrics_directory=metrics_directory,
+        children = self._children_to_run(
+            host=host,
+            port=port,
+            web_workers=web_workers,
+            web_threads=web_threads,
+            metrics_directory=metrics_directory,
+            clusters=cluster_names,
+            web=not no_web,
+        )
+        options = Options(
+            stop_timeout=stop_timeout,
+            ready_timeout=opts["ready_timeout"],
+            restart_delay=opts["restart_delay"],
+            max_restart_delay=opts["max_restart_delay"],
+            stable_after=opts["stable_after"],
+            max_quick_exits=opts["max_quick_exits"],
+        )
+        # Supervising needs none of Django: this process becomes the standard-library loop
+        # of config/supervisor.py (same pid), so it does not hold Django and DSPy meanwhile.
+        exec_supervisor(
+            Plan(
+                children=children,
+                options=options,
+                web_address=None if no_web else (host, port),
                 clusters=cluster_names,
-                web=not no_web,
             )
-            for child in children:
-                self._children.append(child)
-                self._spawn(child)
-            if no_web:
-                self.stdout.write(self.style.SUCCESS(f"Clusters: {', '.join(cluster_names)}"))
-            else:
-                if not self._wait_until_listening(host, port, timeout=opts["ready_timeout"]):
-                    return
-                base = f"http://{host}:{port}"
-                self.stdout.write(self.style.SUCCESS(f"Admin console: {base}/admin/"))
-                self.stdout.write(self.style.SUCCESS(f"API docs:      {base}/api/docs/"))
-            self.stdout.write("Press Ctrl-C to stop.")
-            while not self._stopping:
-                self._supervise()
-                time.sleep(0.2)
-        finally:
-            self._stop_all(stop_timeout)
+        )
 
     @staticmethod
     def _clusters_chosen(option: str | None) -> list[str]:
@@ -199,7 +173,7 @@ class Command(BaseCommand):
         metrics_directory: Path,
         clusters: list[str],
         web: bool,
-    ) -> list[_Child]:
+    ) -> list[Child]:
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
         web_argv = [
@@ -228,21 +202,24 @@ class Command(BaseCommand):
         # Every child writes its metrics to one directory, and /metrics in any web worker adds
         # them up. prometheus_client picks the mode when it is imported, so it must be in the
         # environment the child starts with.
-        base_env = os.environ | {
-            "PYTHONUNBUFFERED": "1",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_directory),
-        }
-        # The task cluster is django-q2's default one: no Q_CLUSTER_NAME, whatever the shell
-        # that started serve says.
-        tasks_env = {key: value for key, value in base_env.items() if key != "Q_CLUSTER_NAME"}
-        children = [_Child("web", web_argv, base_env)] if web else []
+        base_env = {"PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_directory)}
+        children = [Child("web", web_argv, set_env=base_env)] if web else []
         for name in clusters:
+            # The task cluster is django-q2's default one: no Q_CLUSTER_NAME, whatever the
+            # shell that started serve says.
             if name == TASKS:
-                children.append(_Child(TASKS, [python, manage, "qcluster"], tasks_env))
+                children.append(
+                    Child(
+                        TASKS,
+                        [python, manage, "qcluster"],
+                        set_env=base_env,
+                        unset_env=["Q_CLUSTER_NAME"],
+                    )
+                )
                 continue
             # The fast BLAS has to be in the inference process before MLX is imported.
-            inference_env = tasks_env | {"Q_CLUSTER_NAME": name} | blas.worker_environment()
-            children.append(_Child(name, [python, manage, "qcluster"], inference_env))
+            inference_env = base_env | {"Q_CLUSTER_NAME": name} | blas.worker_environment()
+            children.append(Child(name, [python, manage, "qcluster"], set_env=inference_env))
         return children
 
     @staticmethod
@@ -279,91 +256,3 @@ class Command(BaseCommand):
                     f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server "
                     f"running there? choose another with --port or DSPY_TOOLKIT_PORT)"
                 ) from exc
-
-    def _wait_until_listening(self, host: str, port: int, *, timeout: float) -> bool:
-        """True once the web server accepts connections; False when asked to stop first;
-        CommandError when it died or did not listen in time."""
-        web = self._children[0]
-        deadline = time.monotonic() + timeout
-        while not self._stopping:
-            code = web.process.poll()
-            if code is not None:
-                raise CommandError(f"the web server exited with code {code} before it listened")
-            with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-                return True
-            if time.monotonic() > deadline:
-                raise CommandError(f"the web server did not listen on {host}:{port} in {timeout}s")
-            time.sleep(0.2)
-        return False
-
-    def _supervise(self) -> None:
-        """Restart each child that died, once its pause is over; give up on one that keeps
-        dying quickly."""
-        now = time.monotonic()
-        for child in self._children:
-            if child.restart_at is not None:
-                if now >= child.restart_at:
-                    child.restart_at = None
-                    child.restarts += 1
-                    self._spawn(child, restart=True)
-                continue
-            code = child.process.poll()
-            if code is None:
-                continue
-            self._kill_session(child)
-            uptime = now - child.started_at
-            quick = uptime < self._options["stable_after"]
-            child.quick_exits = child.quick_exits + 1 if quick else 1
-            if child.quick_exits > self._options["max_quick_exits"]:
-                raise CommandError(
-                    f"{child.name} exited {child.quick_exits} times in a row within "
-                    f"{self._options['stable_after']:g}s of starting (last exit code {code}); "
-                    f"stopping everything"
-                )
-            delay = min(
-                self._options["restart_delay"] * 2 ** (child.quick_exits - 1),
-                self._options["max_restart_delay"],
-            )
-            self.stderr.write(
-                f"{child.name} (pid {child.process.pid}) exited with code {code} after "
-                f"{uptime:.1f}s; restarting it in {delay:g}s"
-            )
-            child.restart_at = now + delay
-
-    def _spawn(self, child: _Child, *, restart: bool = False) -> None:
-        # Own session: a terminal's Ctrl-C reaches only this supervisor, which then stops each
-        # child exactly once and in order.
-        try:
-            child.process = subprocess.Popen(child.argv, env=child.env, start_new_session=True)
-        except OSError as exc:
-            raise CommandError(f"could not start {child.name}: {exc}") from exc
-        child.started_at = time.monotonic()
-        verb = f"restarted (restart {child.restarts})" if restart else "started"
-        self.stdout.write(f"{verb} {child.name} (pid {child.process.pid})")
-
-    @staticmethod
-    def _kill_session(child: _Child) -> None:
-        # The child's session may hold processes it forked (workers, monitor): none may
-        # outlive it, or a restarted cluster would run beside its predecessor's orphans.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.process.pid, signal.SIGKILL)
-
-    def _request_stop(self, signum, frame) -> None:
-        self._stopping = True
-
-    def _stop_all(self, timeout: float) -> None:
-        running = [child for child in self._children if child.process is not None]
-        for child in running:
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in running:
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"{child.name} did not stop in {timeout:.0f}s; killing it")
-            self._kill_session(child)
-            child.process.wait()
-        if running:
-            restarts = ", ".join(f"{c.name} {c.restarts}" for c in running if c.restarts)
-            self.stdout.write(f"Stopped (restarts: {restarts})." if restarts else "Stopped.")
