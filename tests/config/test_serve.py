@@ -109,6 +109,12 @@ def test_a_dead_cluster_is_restarted_while_the_rest_keeps_serving(start_serve, m
     pids = serve.wait_ready()
     assert set(pids) == {"web", "tasks", "inference"}
     assert http_status(f"{serve.base}/health/live") == 200
+    # serve supervises as the standard-library loop it exec'd, in its own pid: no Django, no
+    # DSPy held for as long as the service runs (they are over 100 MB).
+    command = Path(f"/proc/{serve.process.pid}/cmdline").read_bytes().split(b"\0")
+    assert command[1].endswith(b"config/supervisor.py"), command
+    maps = Path(f"/proc/{serve.process.pid}/maps").read_text()
+    assert "site-packages" not in maps, "serve still maps a package's native code"
 
     # Only the cluster's main process: its sentinel and workers are left as orphans, which
     # the supervisor must clear before it starts a new cluster beside them.
