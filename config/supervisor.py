@@ -45,8 +45,8 @@ class Child:
     restarts: int = 0
 
     def environment(self) -> dict[str, str]:
+        # `main` has taken the plan out of the environment already.
         base = {key: value for key, value in os.environ.items() if key not in self.unset_env}
-        base.pop(PLAN_VARIABLE, None)
         return base | self.set_env
 
 
