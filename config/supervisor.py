@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 
 PLAN_VARIABLE = "DSPY_TOOLKIT_SERVE_PLAN"
-# Clears an ANSI color set by a message's style (only on a terminal).
+# The green of Django's SUCCESS style, and its reset: the messages serve printed green before it
+# exec'd this loop stay green (on a terminal only).
 _GREEN, _RESET = "\033[32;1m", "\033[0m"
 
 

@@ -40,16 +40,26 @@ ensure_venv() {
   echo "${extras}" >"$stamp"
 }
 
+# Debian packages are installed only when this runs as root on a machine with apt; otherwise
+# each caller says what is missing and what that costs.
+can_apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null
+}
+
+apt_install() {
+  apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # MLX's Linux CPU wheel bundles the reference BLAS; Debian's OpenBLAS makes local inference
 # many times faster (see BENCHMARKS.md). Installed when running as root with apt; otherwise
 # the app runs without it and says so in the hardware report.
 ensure_fast_blas() {
   [ "$(uname -s)" = Linux ] || return 0
   ls /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if can_apt_install; then
     echo "==> Installing OpenBLAS (libopenblas0-pthread) for fast local inference"
-    apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null
+    apt_install libopenblas0-pthread
   else
     echo "    note: libopenblas0-pthread is not installed; local inference will be slower" >&2
   fi
@@ -60,10 +70,9 @@ ensure_fast_blas() {
 # except under CI, where a missing browser fails them.
 ensure_chromium() {
   [ -x /usr/bin/chromium ] && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if can_apt_install; then
     echo "==> Installing Chromium (Debian's chromium) for the browser tests"
-    apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt_install chromium
   else
     echo "    note: /usr/bin/chromium is missing; the browser tests will be skipped" >&2
   fi
@@ -73,10 +82,9 @@ ensure_chromium() {
 # request, which matters on a machine it shares with the service it measures).
 ensure_wrk() {
   command -v wrk >/dev/null && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if can_apt_install; then
     echo "==> Installing wrk (Debian's) for the benchmarks"
-    apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || true
+    apt_install wrk || true
   fi
   command -v wrk >/dev/null || echo "    note: wrk is missing; the benchmarks load with an httpx client" >&2
 }
